@@ -1,0 +1,216 @@
+"""Settings shared by development and production.
+
+Every setting of the scheduler is read here, once, from the environment variable of the
+same name; the default follows it. ``development`` (the package itself) and
+``production`` build on this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+DATA_DIR = Path(environ.Env().str("SCHEDULER_DATA_DIR", default=str(BASE_DIR / "data")))
+
+env = environ.Env()
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="development-only-not-secret")
+DEBUG = False
+ALLOWED_HOSTS: list[str] = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "tasks_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "scheduler_project.urls"
+WSGI_APPLICATION = "scheduler_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+# --- Database -------------------------------------------------------------------------
+# DATABASE_URL, e.g. postgres://user@127.0.0.1:5432/db; default: SQLite in DATA_DIR.
+
+
+def _database() -> dict[str, object]:
+    if "DATABASE_URL" not in env:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(DATA_DIR / "db.sqlite3"),
+            # Several processes (web, gRPC, worker) write one file: WAL lets readers go on
+            # during a write, IMMEDIATE takes the write lock at BEGIN so that two writers
+            # queue instead of failing at upgrade, and the timeout is how long they queue.
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    database = env.db_url("DATABASE_URL")
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        database["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+        database["CONN_HEALTH_CHECKS"] = True
+    return database
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+
+# --- The scheduler ----------------------------------------------------------------------
+
+# SCHEDULER_PROCESSOR: "package.module:ClassName", built with no arguments.
+SCHEDULER_PROCESSOR = env.str(
+    "SCHEDULER_PROCESSOR", default="tasks_app.processors:ThumbnailProcessor"
+)
+# SCHEDULER_COMMAND: program and arguments of CommandProcessor, shell-split.
+SCHEDULER_COMMAND = env.str("SCHEDULER_COMMAND", default="")
+# SCHEDULER_NUM_WORKERS: the cap on concurrent process() calls across every replica.
+SCHEDULER_NUM_WORKERS = env.int("SCHEDULER_NUM_WORKERS", default=2)
+# SCHEDULER_QUEUE_SIZE: the most tasks that may be queued at once.
+SCHEDULER_QUEUE_SIZE = env.int("SCHEDULER_QUEUE_SIZE", default=1000)
+# SCHEDULER_MAX_REQUEST_BYTES: the largest request accepted over HTTP and gRPC.
+SCHEDULER_MAX_REQUEST_BYTES = env.int("SCHEDULER_MAX_REQUEST_BYTES", default=64 * 1024 * 1024)
+# SCHEDULER_TASK_TIME_LIMIT: seconds one process() call may run before its task is error.
+SCHEDULER_TASK_TIME_LIMIT = env.float("SCHEDULER_TASK_TIME_LIMIT", default=3600.0)
+# SCHEDULER_LEASE_SECONDS: a dead worker's slot and task come back within this plus 2 s.
+SCHEDULER_LEASE_SECONDS = env.float("SCHEDULER_LEASE_SECONDS", default=15.0)
+# SCHEDULER_MAX_ATTEMPTS: a task whose worker died this many times ends in error.
+SCHEDULER_MAX_ATTEMPTS = env.int("SCHEDULER_MAX_ATTEMPTS", default=3)
+# SCHEDULER_ACCEPTING: false holds this replica closed, whatever the shared state says.
+SCHEDULER_ACCEPTING = env.bool("SCHEDULER_ACCEPTING", default=True)
+# SCHEDULER_GRPC_PORT: the port of `manage.py rungrpc`.
+SCHEDULER_GRPC_PORT = env.int("SCHEDULER_GRPC_PORT", default=50051)
+# SCHEDULER_RETENTION_DAYS: finished tasks older than this are deleted; 0 keeps them.
+SCHEDULER_RETENTION_DAYS = env.int("SCHEDULER_RETENTION_DAYS", default=0)
+# SCHEDULER_RECONCILE_INTERVAL: seconds between two passes of each worker's reconciler.
+SCHEDULER_RECONCILE_INTERVAL = env.float("SCHEDULER_RECONCILE_INTERVAL", default=1.0)
+
+# Django must not refuse a body that the scheduler would accept: the API checks the size
+# itself and answers 413, so Django's own limit sits just above ours.
+DATA_UPLOAD_MAX_MEMORY_SIZE = SCHEDULER_MAX_REQUEST_BYTES + 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+# --- Celery -----------------------------------------------------------------------------
+# CELERY_BROKER_URL, e.g. redis://127.0.0.1:6379/0; default: kombu's filesystem transport,
+# which needs no server and has the fanout that Flower and `celery inspect` use.
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _BROKER_DIR = DATA_DIR / "broker"
+    for _folder in ("queue", "processed", "control"):
+        (_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "data_folder_in": str(_BROKER_DIR / "queue"),
+        "data_folder_out": str(_BROKER_DIR / "queue"),
+        "processed_folder": str(_BROKER_DIR / "processed"),
+        "store_processed": False,
+        "control_folder": str(_BROKER_DIR / "control"),
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Redelivery after this is harmless (a task under a live lease or finished runs
+        # nothing), so it only bounds how long a message can sit unacknowledged.
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    }
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# Late acknowledgement with a prefetch of one: a worker holds no more messages than it
+# has processes, and a message is only gone from the broker once its run ended. A dead
+# pool child's message is acknowledged anyway (no reject-on-lost, which loops a poison
+# request forever); the lease expiry brings such a task back, not the broker.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CONCURRENCY = SCHEDULER_NUM_WORKERS
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A publish that fails leaves its task queued in the database, where the reconciler finds
+# it: so fail fast rather than hold an HTTP request for the default retry budget.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+# Celery closes Django's connections around every task unless this is set: one new
+# PostgreSQL connection per task otherwise.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
+
+
+# --- Logging ----------------------------------------------------------------------------
+# LOG_FORMAT: text or json.
+
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "tasks_app": {"level": LOG_LEVEL},
+        "scheduler_project": {"level": LOG_LEVEL},
+    },
+}
+
+# SCHEDULER_WORKER_HEARTBEAT_FILE: a file each worker's lease keeper touches every tick,
+# for a liveness probe that costs no broker round trip; empty for none.
+SCHEDULER_WORKER_HEARTBEAT_FILE = env.str("SCHEDULER_WORKER_HEARTBEAT_FILE", default="")

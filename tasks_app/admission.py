@@ -1,0 +1,204 @@
+"""Admission: the closed check, deduplication by hash and the queue bound, as one decision.
+
+Every admission (a new request, a retry) locks the scheduler's switch row, so across all
+replicas the decisions are serial: two identical requests can never both insert, and the
+queue can never pass its bound. A duplicate is answered without the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid as uuid_module
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from .dispatch import publish_on_commit
+from .errors import (
+    EmptyRequest,
+    QueueFull,
+    RequestTooLarge,
+    SchedulerClosed,
+    TaskNotFound,
+    WrongStatus,
+)
+from .interfaces import UUID, TaskStatus
+from .models import SchedulerSwitch, Status, TaskRecord
+
+log = logging.getLogger(__name__)
+
+
+class Admission(str):
+    """The UUID of an admitted request, as a ``str``, with what the admission found.
+
+    ``created`` is false when a task with the same hash already existed; ``status`` is
+    that task's status at the time of the answer.
+    """
+
+    created: bool
+    status: TaskStatus
+
+    def __new__(cls, uuid: str, *, created: bool, status: TaskStatus) -> Admission:
+        admission = super().__new__(cls, uuid)
+        admission.created = created
+        admission.status = status
+        return admission
+
+    @property
+    def uuid(self) -> UUID:
+        return UUID(str(self))
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPolicy:
+    queue_size: int
+    max_request_bytes: int
+    accepting_here: bool
+
+
+def request_hash(request: bytes) -> str:
+    return hashlib.sha256(request).hexdigest()
+
+
+def check_request_size(size: int, max_request_bytes: int) -> None:
+    """Refuse empty and oversized requests before anything hashes or stores them."""
+    if size == 0:
+        raise EmptyRequest("the request is empty; send the bytes to process")
+    if size > max_request_bytes:
+        raise RequestTooLarge(size, max_request_bytes)
+
+
+def lock_switch(using: str) -> SchedulerSwitch:
+    """Take the admission lock and read the shared closed flag under it."""
+    switch = SchedulerSwitch.objects.using(using).select_for_update().filter(pk=1).first()
+    if switch is None:
+        switch, _ = SchedulerSwitch.objects.using(using).get_or_create(pk=1)
+    return switch
+
+
+def is_closed(using: str) -> bool:
+    return SchedulerSwitch.objects.using(using).filter(pk=1, closed=True).exists()
+
+
+def _existing(request_hash_hex: str, using: str) -> Admission | None:
+    row = (
+        TaskRecord.objects.using(using)
+        .filter(hash=request_hash_hex)
+        .values_list("uuid", "status")
+        .first()
+    )
+    if row is None:
+        return None
+    return Admission(str(row[0]), created=False, status=TaskStatus(row[1]))
+
+
+def admit(request: bytes, policy: AdmissionPolicy, using: str = "default") -> Admission:
+    """Admit a request, or answer the task that already has its hash."""
+    check_request_size(len(request), policy.max_request_bytes)
+    if not policy.accepting_here:
+        raise SchedulerClosed("this replica is held closed (SCHEDULER_ACCEPTING=false)")
+    digest = request_hash(request)
+
+    # The fast path: a duplicate needs no lock, and is answered even when the queue is full.
+    if is_closed(using):
+        raise SchedulerClosed()
+    existing = _existing(digest, using)
+    if existing is not None:
+        return existing
+
+    try:
+        with transaction.atomic(using=using):
+            return _insert_under_lock(request, digest, policy, using)
+    except IntegrityError:
+        # Only reachable if the lock was bypassed (a row written by other means): the
+        # unique hash still makes the answer the existing task.
+        existing = _existing(digest, using)
+        if existing is None:
+            raise
+        return existing
+
+
+def _insert_under_lock(
+    request: bytes, digest: str, policy: AdmissionPolicy, using: str
+) -> Admission:
+    switch = lock_switch(using)
+    if switch.closed:
+        raise SchedulerClosed()
+    existing = _existing(digest, using)
+    if existing is not None:
+        return existing
+    rows = TaskRecord.objects.using(using)
+    if rows.filter(status=Status.QUEUED).count() >= policy.queue_size:
+        raise QueueFull(policy.queue_size)
+
+    uuid = str(uuid_module.uuid4())
+    now = timezone.now()
+    rows.create(
+        uuid=uuid,
+        hash=digest,
+        status=Status.QUEUED,
+        request=request,
+        request_size=len(request),
+        created_at=now,
+        dispatched_at=now,
+    )
+    publish_on_commit([uuid], using)
+    log.info(
+        "task %s: queued (%d bytes, hash %s)",
+        uuid,
+        len(request),
+        digest[:12],
+        extra={"task_uuid": uuid, "event": "queued"},
+    )
+    return Admission(uuid, created=True, status=TaskStatus.QUEUED)
+
+
+def readmit(uuid: UUID, policy: AdmissionPolicy, using: str = "default") -> None:
+    """Queue a task in ``error`` again under its UUID, with a fresh attempt budget."""
+    if not policy.accepting_here:
+        raise SchedulerClosed("this replica is held closed (SCHEDULER_ACCEPTING=false)")
+    with transaction.atomic(using=using):
+        if lock_switch(using).closed:
+            raise SchedulerClosed()
+        rows = TaskRecord.objects.using(using)
+        status = rows.filter(uuid=uuid).values_list("status", flat=True).first()
+        if status is None:
+            raise TaskNotFound(uuid)
+        if status != Status.ERROR:
+            raise WrongStatus(uuid, status, expected=Status.ERROR)
+        if rows.filter(status=Status.QUEUED).count() >= policy.queue_size:
+            raise QueueFull(policy.queue_size)
+        rows.filter(uuid=uuid, status=Status.ERROR).update(
+            status=Status.QUEUED,
+            attempts=0,
+            error="",
+            result=None,
+            result_size=None,
+            started_at=None,
+            finished_at=None,
+            worker="",
+            lease_owner="",
+            lease_expires_at=None,
+            dispatched_at=Now(),
+        )
+        publish_on_commit([uuid], using)
+    log.info("task %s: queued again by retry", uuid, extra={"task_uuid": uuid, "event": "retry"})
+
+
+def set_closed(closed: bool, using: str = "default") -> None:
+    with transaction.atomic(using=using):
+        switch = lock_switch(using)
+        if switch.closed != closed:
+            switch.closed = closed
+            switch.changed_at = timezone.now()
+            switch.save(update_fields=["closed", "changed_at"])
+            log.warning(
+                "scheduler %s",
+                "closed: new requests are refused, accepted tasks still run"
+                if closed
+                else "opened: accepting requests",
+                extra={"event": "closed" if closed else "opened"},
+            )

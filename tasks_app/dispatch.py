@@ -1,0 +1,49 @@
+"""Publishing wake-ups to Celery, only after the task's row is committed.
+
+A message carries nothing but a task UUID: the bytes stay in the database. A message is
+a hint that there is work, never the work itself, so one that is lost, duplicated or
+redelivered late changes nothing but timing (the reconciler publishes lost ones again).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from django.db import transaction
+
+log = logging.getLogger(__name__)
+
+RUN_TASK = "tasks_app.run_task"
+
+
+def publish(uuids: Iterable[str]) -> int:
+    """Send one message per UUID now; a broker failure is logged, not raised."""
+    from scheduler_project.celery import app
+
+    sent = 0
+    for uuid in uuids:
+        try:
+            app.send_task(RUN_TASK, args=[uuid], task_id=uuid)
+        except Exception as exc:  # any broker failure: the database still holds the task
+            log.warning(
+                "task %s: publish failed (%s: %s); it stays queued and the reconciler "
+                "will publish it again",
+                uuid,
+                type(exc).__name__,
+                exc,
+                extra={"task_uuid": uuid, "event": "publish_failed"},
+            )
+        else:
+            sent += 1
+    return sent
+
+
+def publish_on_commit(uuids: list[str], using: str = "default") -> None:
+    """Publish once the current transaction commits, or never if it rolls back.
+
+    Publishing inside the transaction would let a worker look for a row that is not yet
+    visible; publishing after a rollback would announce a task that does not exist.
+    """
+    if uuids:
+        transaction.on_commit(lambda: publish(uuids), using=using)

@@ -1,0 +1,159 @@
+"""The lease keeper: a thread in each worker's main process that keeps its promises.
+
+It runs outside the pool children that call the processor, so a processor that blocks,
+or holds the GIL in native code, keeps its lease for as long as its worker lives. Every
+tick it:
+
+1. ends the leases of children that died (the OOM killer, a segfault), so their tasks
+   come back at once instead of at expiry;
+2. stops children whose task is past SCHEDULER_TASK_TIME_LIMIT, and marks it ``error``;
+3. renews the leases of live children;
+4. puts back tasks whose lease expired anywhere in the cluster (``recover_expired``),
+   and publishes again queued tasks whose message seems lost (``redispatch_stale``);
+5. deletes finished tasks past SCHEDULER_RETENTION_DAYS, now and then;
+6. touches the heartbeat file that the worker's liveness probe reads.
+
+Each step is safe on every replica at once, so no separate periodic scheduler exists.
+If the database cannot be reached for almost a lease, the keeper kills the children that
+hold leases: their tasks are about to run elsewhere, and the cap must hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from django.db import close_old_connections, connections
+
+from . import leases, retention
+from .config import SchedulerConfig, scheduler_config
+
+log = logging.getLogger(__name__)
+
+RETENTION_INTERVAL_SECONDS = 600.0
+
+
+def live_pids() -> set[int]:
+    """This process and its live (not zombie) children."""
+    me = psutil.Process()
+    pids = {me.pid}
+    for child in me.children(recursive=False):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                pids.add(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return pids
+
+
+class LeaseKeeper(threading.Thread):
+    def __init__(self, config: SchedulerConfig | None = None, heartbeat: Path | None = None):
+        super().__init__(name="lease-keeper", daemon=True)
+        self.config = config or scheduler_config()
+        self.heartbeat = heartbeat
+        self.boot = leases.boot_id()
+        self._stop = threading.Event()
+        self._last_renewal = time.monotonic()
+        self._last_ok = time.monotonic()
+        self._last_retention = 0.0
+        self._owners_seen: set[str] = set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        log.info(
+            "lease keeper started (boot %s, lease %g s, tick %g s)",
+            self.boot,
+            self.config.lease_seconds,
+            self.config.reconcile_interval_seconds,
+        )
+        while not self._stop.wait(self.config.reconcile_interval_seconds):
+            try:
+                close_old_connections()
+                self.tick()
+                self._last_ok = time.monotonic()
+            except Exception:
+                log.exception("lease keeper tick failed; trying again next tick")
+                self._fence_if_cut_off()
+                connections.close_all()
+        connections.close_all()
+
+    def tick(self) -> None:
+        config = self.config
+        held = leases.held_by_boot(self.boot, config.task_time_limit_seconds)
+        self._owners_seen = {lease.owner for lease in held}
+        alive = live_pids()
+        renewable: list[str] = []
+        for lease in held:
+            if lease.pid not in alive:
+                leases.expire(lease.uuid, lease.owner)
+                log.warning(
+                    "task %s: the process %d running it is gone; its lease ends now",
+                    lease.uuid,
+                    lease.pid,
+                    extra={"task_uuid": lease.uuid, "event": "worker_lost"},
+                )
+            elif lease.over_time_limit:
+                self._stop_over_time(lease)
+            else:
+                renewable.append(lease.owner)
+
+        now = time.monotonic()
+        if renewable and now - self._last_renewal >= config.lease_seconds / 3:
+            leases.renew(sorted(set(renewable)), config.lease_seconds)
+            self._last_renewal = now
+        elif not renewable:
+            self._last_renewal = 0.0
+
+        leases.recover_expired(config.max_attempts)
+        leases.redispatch_stale(config.num_workers, stale_seconds=max(2.0, config.lease_seconds / 3))
+
+        if config.retention_days and now - self._last_retention > RETENTION_INTERVAL_SECONDS:
+            self._last_retention = now
+            retention.delete_finished(config.retention_days)
+
+        if self.heartbeat is not None:
+            self.heartbeat.touch()
+
+    def _stop_over_time(self, lease: leases.HeldLease) -> None:
+        limit = self.config.task_time_limit_seconds
+        if lease.pid != os.getpid():
+            # Kill first: the slot must not be free while the call still runs.
+            try:
+                os.kill(lease.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        leases.fail_running(
+            lease.uuid,
+            lease.owner,
+            lease.attempt,
+            f"the processor ran longer than SCHEDULER_TASK_TIME_LIMIT={limit:g} s and was stopped",
+        )
+
+    def _fence_if_cut_off(self) -> None:
+        """Without the database no lease is renewed: stop before another worker starts."""
+        cut_off = time.monotonic() - self._last_ok
+        if not self._owners_seen or cut_off < self.config.lease_seconds * 0.8:
+            return
+        for owner in self._owners_seen:
+            pid = int(owner.rsplit(":", 1)[1])
+            if pid == os.getpid():
+                continue
+            log.error(
+                "no database for %.1f s: killing pool process %d so that its task, which "
+                "will run elsewhere once its lease expires, does not run twice at once",
+                cut_off,
+                pid,
+                extra={"event": "fenced"},
+            )
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._owners_seen = set()

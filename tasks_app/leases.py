@@ -1,0 +1,371 @@
+"""Slots and leases: the global concurrency cap and the recovery of dead workers' tasks.
+
+A slot is in use while a task is ``processing``; so the number of processing tasks is
+the number of slots in use, everywhere at once, and taking a slot means moving a task
+to processing while fewer than ``num_workers`` are. A processing task carries a lease:
+an owner (``<boot id>:<pid>`` of the process running it) and an expiry on the database
+clock. The worker's main process renews it (see ``keeper``); once it expires, the task
+goes back to the queue and its slot is free again.
+
+Three moves change the number of slots in use, and two of them take the slot lock, so
+that no claim can slip between a "none free" answer and a release:
+
+- ``claim``: lock, count, and take a queued task if a slot is free;
+- ``finish``: record the outcome; then hand the slot straight to the next queued task
+  (the count does not change, so no lock), or, when the queue looks empty, lock and
+  look again before letting the slot go;
+- ``recover_expired``: put back tasks whose lease ran out (no lock: it only frees).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import uuid as uuid_module
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import BooleanField, Case, QuerySet, When
+from django.db.models.functions import Now
+
+from .dispatch import publish_on_commit
+from .models import SlotLock, Status, TaskEvent, TaskRecord
+
+log = logging.getLogger(__name__)
+
+# Set once per worker boot in the main process and inherited by its forked children, so
+# that a restarted container whose processes reuse the same pids never renews the
+# leases of its previous life.
+_boot_id = uuid_module.uuid4().hex[:16]
+
+
+def boot_id() -> str:
+    return _boot_id
+
+
+def new_boot() -> str:
+    """Start a new lease identity (called in a worker's main process before it forks)."""
+    global _boot_id
+    _boot_id = uuid_module.uuid4().hex[:16]
+    return _boot_id
+
+
+def lease_owner(pid: int | None = None) -> str:
+    return f"{_boot_id}:{pid if pid is not None else os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A task this process holds a slot for, in the attempt it started."""
+
+    uuid: str
+    hash: str
+    attempt: int
+    owner: str
+    request: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Status
+    result: bytes | None = None
+    error: str = ""
+
+
+def _expiry(lease_seconds: float) -> Now:
+    return Now() + dt.timedelta(seconds=lease_seconds)  # type: ignore[return-value]
+
+
+def _queued(rows: QuerySet[TaskRecord], preferred: str | None) -> TaskRecord | None:
+    """The preferred task if still queued, else the oldest queued one, row-locked."""
+    locked = rows.select_for_update(skip_locked=True).only("uuid", "hash", "attempts", "request")
+    if preferred is not None:
+        row = locked.filter(uuid=preferred, status=Status.QUEUED).first()
+        if row is not None:
+            return row
+    return locked.filter(status=Status.QUEUED).order_by("created_at").first()
+
+
+def _start(row: TaskRecord, worker: str, lease_seconds: float, using: str) -> Claim:
+    owner = lease_owner()
+    attempt = row.attempts + 1
+    TaskRecord.objects.using(using).filter(uuid=row.uuid).update(
+        status=Status.PROCESSING,
+        attempts=attempt,
+        started_at=Now(),
+        finished_at=None,
+        worker=worker,
+        lease_owner=owner,
+        lease_expires_at=_expiry(lease_seconds),
+    )
+    log.info(
+        "task %s: processing (attempt %d) on %s",
+        row.uuid,
+        attempt,
+        worker,
+        extra={"task_uuid": str(row.uuid), "event": "processing", "worker": worker},
+    )
+    return Claim(str(row.uuid), row.hash, attempt, owner, bytes(row.request))
+
+
+def lock_slots(using: str) -> None:
+    if not SlotLock.objects.using(using).select_for_update().filter(pk=1).exists():
+        SlotLock.objects.using(using).get_or_create(pk=1)
+
+
+def slots_in_use(using: str = "default") -> int:
+    return TaskRecord.objects.using(using).filter(status=Status.PROCESSING).count()
+
+
+def claim(
+    preferred: str | None,
+    *,
+    worker: str,
+    num_workers: int,
+    lease_seconds: float,
+    using: str = "default",
+) -> Claim | None:
+    """Take a free slot and a queued task, or ``None`` when no slot or no task is free."""
+    with transaction.atomic(using=using):
+        lock_slots(using)
+        rows = TaskRecord.objects.using(using)
+        if rows.filter(status=Status.PROCESSING).count() >= num_workers:
+            return None
+        row = _queued(rows, preferred)
+        if row is None:
+            return None
+        return _start(row, worker, lease_seconds, using)
+
+
+def finish(
+    claim: Claim,
+    outcome: Outcome,
+    *,
+    take_next: bool,
+    worker: str,
+    lease_seconds: float,
+    using: str = "default",
+) -> Claim | None:
+    """Record the outcome of ``claim``; return the next task this slot runs, if any.
+
+    The write is guarded by the lease: if the task is no longer processing in this very
+    attempt under this owner (its lease expired and it went back to the queue), the
+    outcome is discarded, and the slot is not ours to pass on.
+    """
+    rows = TaskRecord.objects.using(using)
+    with transaction.atomic(using=using):
+        recorded = rows.filter(
+            uuid=claim.uuid,
+            status=Status.PROCESSING,
+            attempts=claim.attempt,
+            lease_owner=claim.owner,
+        ).update(
+            status=outcome.status,
+            result=outcome.result,
+            result_size=len(outcome.result) if outcome.result is not None else None,
+            error=outcome.error,
+            finished_at=Now(),
+            lease_owner="",
+            lease_expires_at=None,
+        )
+        if not recorded:
+            log.warning(
+                "task %s: outcome of attempt %d discarded: its lease was lost and the "
+                "task went back to the queue, where another attempt records it",
+                claim.uuid,
+                claim.attempt,
+                extra={"task_uuid": claim.uuid, "event": "late_write_refused"},
+            )
+            return None
+        log.info(
+            "task %s: %s (attempt %d)%s",
+            claim.uuid,
+            outcome.status,
+            claim.attempt,
+            f": {outcome.error[:200]}" if outcome.error else "",
+            extra={"task_uuid": claim.uuid, "event": str(outcome.status), "worker": worker},
+        )
+        if not take_next:
+            lock_slots(using)
+            return None
+
+        row = _queued(rows, None)
+        if row is None:
+            # The queue looks empty; a task admitted a moment ago may have had its
+            # message refused by a claim that saw this slot still busy. Under the slot
+            # lock that claim has either finished (and its task is visible now) or not
+            # begun (and it will see this slot free).
+            lock_slots(using)
+            row = _queued(rows, None)
+        if row is None:
+            return None
+        return _start(row, worker, lease_seconds, using)
+
+
+def renew(owners: list[str], lease_seconds: float, using: str = "default") -> int:
+    """Extend the leases of the tasks these owners process; returns how many."""
+    if not owners:
+        return 0
+    return (
+        TaskRecord.objects.using(using)
+        .filter(status=Status.PROCESSING, lease_owner__in=owners)
+        .update(lease_expires_at=_expiry(lease_seconds))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HeldLease:
+    uuid: str
+    owner: str
+    attempt: int
+    over_time_limit: bool
+
+    @property
+    def pid(self) -> int:
+        return int(self.owner.rsplit(":", 1)[1])
+
+
+def held_by_boot(
+    boot: str, time_limit_seconds: float, using: str = "default"
+) -> list[HeldLease]:
+    """The tasks this boot's processes hold, and whether each is past its time limit."""
+    deadline = Now() - dt.timedelta(seconds=time_limit_seconds)
+    rows = (
+        TaskRecord.objects.using(using)
+        .filter(status=Status.PROCESSING, lease_owner__startswith=f"{boot}:")
+        .annotate(
+            over=Case(When(started_at__lt=deadline, then=True), default=False,
+                      output_field=BooleanField())
+        )
+        .values_list("uuid", "lease_owner", "attempts", "over")
+    )
+    return [HeldLease(str(uuid), owner, attempts, over) for uuid, owner, attempts, over in rows]
+
+
+def expire(uuid: str, owner: str, using: str = "default") -> int:
+    """End a lease now: its process is known dead, so there is no point waiting."""
+    return (
+        TaskRecord.objects.using(using)
+        .filter(uuid=uuid, status=Status.PROCESSING, lease_owner=owner)
+        .update(lease_expires_at=Now() - dt.timedelta(seconds=1))
+    )
+
+
+def fail_running(uuid: str, owner: str, attempt: int, error: str, using: str = "default") -> bool:
+    """Put a processing task in ``error`` (its time limit passed); guarded like ``finish``."""
+    with transaction.atomic(using=using):
+        failed = (
+            TaskRecord.objects.using(using)
+            .filter(uuid=uuid, status=Status.PROCESSING, lease_owner=owner, attempts=attempt)
+            .update(
+                status=Status.ERROR,
+                error=error,
+                finished_at=Now(),
+                lease_owner="",
+                lease_expires_at=None,
+            )
+        )
+        if failed:
+            TaskEvent.objects.using(using).create(
+                task_id=uuid, attempt=attempt, event="time_limit", detail=error
+            )
+    if failed:
+        log.error(
+            "task %s: error: %s", uuid, error, extra={"task_uuid": uuid, "event": "time_limit"}
+        )
+    return bool(failed)
+
+
+def recover_expired(max_attempts: int, using: str = "default") -> list[tuple[str, Status]]:
+    """Put back every processing task whose lease has run out; safe on every replica.
+
+    A task whose worker died ``max_attempts`` times ends in ``error`` instead: a request
+    that kills its worker must not take the workers down forever. Putting a task back is
+    not an admission: it is never refused, whatever the queue holds.
+    """
+    recovered: list[tuple[str, Status]] = []
+    rows = TaskRecord.objects.using(using)
+    with transaction.atomic(using=using):
+        expired = list(
+            rows.select_for_update(skip_locked=True)
+            .filter(status=Status.PROCESSING, lease_expires_at__lt=Now())
+            .only("uuid", "attempts", "worker")
+        )
+        requeue: list[str] = []
+        for row in expired:
+            uuid = str(row.uuid)
+            detail = f"worker {row.worker or 'unknown'} stopped renewing its lease"
+            if row.attempts >= max_attempts:
+                error = (
+                    f"the worker died or was lost {row.attempts} times while processing "
+                    f"this task (SCHEDULER_MAX_ATTEMPTS={max_attempts}); last: {detail}"
+                )
+                rows.filter(uuid=uuid).update(
+                    status=Status.ERROR,
+                    error=error,
+                    finished_at=Now(),
+                    lease_owner="",
+                    lease_expires_at=None,
+                )
+                recovered.append((uuid, Status.ERROR))
+                log.error(
+                    "task %s: error: %s", uuid, error,
+                    extra={"task_uuid": uuid, "event": "attempts_exhausted"},
+                )
+            else:
+                rows.filter(uuid=uuid).update(
+                    status=Status.QUEUED,
+                    lease_owner="",
+                    lease_expires_at=None,
+                    dispatched_at=Now(),
+                )
+                requeue.append(uuid)
+                recovered.append((uuid, Status.QUEUED))
+                log.warning(
+                    "task %s: lease expired on attempt %d (%s); queued again",
+                    uuid, row.attempts, detail,
+                    extra={"task_uuid": uuid, "event": "lease_expired"},
+                )
+            TaskEvent.objects.using(using).create(
+                task_id=uuid, attempt=row.attempts, event="lease_expired",
+                worker=row.worker, detail=detail,
+            )
+        publish_on_commit(requeue, using)
+    return recovered
+
+
+def redispatch_stale(
+    num_workers: int, stale_seconds: float, using: str = "default"
+) -> list[str]:
+    """Publish again the oldest queued tasks when slots sit free while they wait.
+
+    A queued task with a free slot should start within moments; one that has waited
+    longer than ``stale_seconds`` since its last message most likely lost that message
+    (a flushed or restarted broker, a failed publish, a crash of a serverless broker).
+    A message too many is harmless: its claim finds nothing to do.
+    """
+    rows = TaskRecord.objects.using(using)
+    free = num_workers - rows.filter(status=Status.PROCESSING).count()
+    if free <= 0:
+        return []
+    cutoff = Now() - dt.timedelta(seconds=stale_seconds)
+    with transaction.atomic(using=using):
+        stale = list(
+            rows.select_for_update(skip_locked=True)
+            .filter(status=Status.QUEUED, dispatched_at__lt=cutoff)
+            .order_by("created_at")
+            .values_list("uuid", flat=True)[:free]
+        )
+        uuids = [str(uuid) for uuid in stale]
+        if uuids:
+            rows.filter(uuid__in=uuids).update(dispatched_at=Now())
+            publish_on_commit(uuids, using)
+    for uuid in uuids:
+        log.warning(
+            "task %s: queued with a free slot and no message seen; published again",
+            uuid,
+            extra={"task_uuid": uuid, "event": "redispatched"},
+        )
+    return uuids
+

@@ -1,0 +1,50 @@
+"""What a Celery worker's main process does at start and at shutdown.
+
+Connected in ``AppConfig.ready()``; the signals only fire in worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from celery import signals
+from django.conf import settings
+
+from . import leases, shutdown
+from .keeper import LeaseKeeper
+
+log = logging.getLogger(__name__)
+
+_keeper: LeaseKeeper | None = None
+
+
+@signals.worker_init.connect
+def on_worker_init(**_: Any) -> None:
+    # Before the pool forks: the children inherit the boot id and the shutdown flag.
+    leases.new_boot()
+    shutdown.prepare()
+
+
+@signals.worker_ready.connect
+def on_worker_ready(**_: Any) -> None:
+    global _keeper
+    heartbeat = settings.SCHEDULER_WORKER_HEARTBEAT_FILE
+    _keeper = LeaseKeeper(heartbeat=Path(heartbeat) if heartbeat else None)
+    _keeper.start()
+
+
+@signals.worker_shutting_down.connect
+def on_worker_shutting_down(**_: Any) -> None:
+    # The keeper goes on renewing the leases of the tasks still running; the children
+    # only stop taking new ones.
+    log.warning("worker shutting down: running tasks finish, queued ones stay for others")
+    shutdown.request()
+
+
+@signals.worker_shutdown.connect
+def on_worker_shutdown(**_: Any) -> None:
+    if _keeper is not None:
+        _keeper.stop()
+        _keeper.join(timeout=5)
