@@ -73,7 +73,9 @@ def check_request_size(size: int, max_request_bytes: int) -> None:
 
 def lock_switch(using: str) -> SchedulerSwitch:
     """Take the admission lock and read the shared closed flag under it."""
-    switch = SchedulerSwitch.objects.using(using).select_for_update().filter(pk=1).first()
+    switch = (
+        SchedulerSwitch.objects.using(using).select_for_update().filter(pk=1).first()
+    )
     if switch is None:
         switch, _ = SchedulerSwitch.objects.using(using).get_or_create(pk=1)
     return switch
@@ -185,7 +187,11 @@ def readmit(uuid: UUID, policy: AdmissionPolicy, using: str = "default") -> None
             dispatched_at=Now(),
         )
         publish_on_commit([uuid], using)
-    log.info("task %s: queued again by retry", uuid, extra={"task_uuid": uuid, "event": "retry"})
+    log.info(
+        "task %s: queued again by retry",
+        uuid,
+        extra={"task_uuid": uuid, "event": "retry"},
+    )
 
 
 def set_closed(closed: bool, using: str = "default") -> None:

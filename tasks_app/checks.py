@@ -17,7 +17,10 @@ def check_scheduler_settings(**_: Any) -> list[CheckMessage]:
     except ImproperlyConfigured as exc:
         return [Error(str(exc), id="tasks_app.E001")]
     errors: list[CheckMessage] = []
-    if config.processor == "tasks_app.processors:CommandProcessor" and not config.command:
+    if (
+        config.processor == "tasks_app.processors:CommandProcessor"
+        and not config.command
+    ):
         errors.append(
             Error(
                 "SCHEDULER_PROCESSOR is CommandProcessor but SCHEDULER_COMMAND is empty",

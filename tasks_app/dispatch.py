@@ -25,7 +25,9 @@ def publish(uuids: Iterable[str]) -> int:
     for uuid in uuids:
         try:
             app.send_task(RUN_TASK, args=[uuid], task_id=uuid)
-        except Exception as exc:  # any broker failure: the database still holds the task
+        except (
+            Exception
+        ) as exc:  # any broker failure: the database still holds the task
             log.warning(
                 "task %s: publish failed (%s: %s); it stays queued and the reconciler "
                 "will publish it again",

@@ -68,7 +68,8 @@ class SchedulerClosed(Refused):
 
     def __init__(self, message: str = "") -> None:
         super().__init__(
-            message or "the scheduler is closed and accepts no new requests; "
+            message
+            or "the scheduler is closed and accepts no new requests; "
             "try again once an operator reopens it"
         )
 

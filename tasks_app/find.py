@@ -94,7 +94,9 @@ def operator_to_q(operator: FindOperator) -> Q:
         )
     field, parse, ordered = _FIELDS[operator.key]
     if operator.operator in ("<", "<=", ">", ">=") and not ordered:
-        raise BadRequest(f"operator {operator.operator!r} does not apply to {operator.key!r}")
+        raise BadRequest(
+            f"operator {operator.operator!r} does not apply to {operator.key!r}"
+        )
 
     if operator.operator == "in":
         raw = [part for part in operator.value.split(",") if part != ""]

@@ -20,6 +20,7 @@ hold leases: their tasks are about to run elsewhere, and the cap must hold.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -52,7 +53,9 @@ def live_pids() -> set[int]:
 
 
 class LeaseKeeper(threading.Thread):
-    def __init__(self, config: SchedulerConfig | None = None, heartbeat: Path | None = None):
+    def __init__(
+        self, config: SchedulerConfig | None = None, heartbeat: Path | None = None
+    ):
         super().__init__(name="lease-keeper", daemon=True)
         self.config = config or scheduler_config()
         self.heartbeat = heartbeat
@@ -112,9 +115,14 @@ class LeaseKeeper(threading.Thread):
             self._last_renewal = 0.0
 
         leases.recover_expired(config.max_attempts)
-        leases.redispatch_stale(config.num_workers, stale_seconds=max(2.0, config.lease_seconds / 3))
+        leases.redispatch_stale(
+            config.num_workers, stale_seconds=max(2.0, config.lease_seconds / 3)
+        )
 
-        if config.retention_days and now - self._last_retention > RETENTION_INTERVAL_SECONDS:
+        if (
+            config.retention_days
+            and now - self._last_retention > RETENTION_INTERVAL_SECONDS
+        ):
             self._last_retention = now
             retention.delete_finished(config.retention_days)
 
@@ -125,10 +133,8 @@ class LeaseKeeper(threading.Thread):
         limit = self.config.task_time_limit_seconds
         if lease.pid != os.getpid():
             # Kill first: the slot must not be free while the call still runs.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(lease.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         leases.fail_running(
             lease.uuid,
             lease.owner,
@@ -152,8 +158,6 @@ class LeaseKeeper(threading.Thread):
                 pid,
                 extra={"event": "fenced"},
             )
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self._owners_seen = set()

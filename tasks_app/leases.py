@@ -79,7 +79,9 @@ def _expiry(lease_seconds: float) -> Now:
 
 def _queued(rows: QuerySet[TaskRecord], preferred: str | None) -> TaskRecord | None:
     """The preferred task if still queued, else the oldest queued one, row-locked."""
-    locked = rows.select_for_update(skip_locked=True).only("uuid", "hash", "attempts", "request")
+    locked = rows.select_for_update(skip_locked=True).only(
+        "uuid", "hash", "attempts", "request"
+    )
     if preferred is not None:
         row = locked.filter(uuid=preferred, status=Status.QUEUED).first()
         if row is not None:
@@ -184,7 +186,11 @@ def finish(
             outcome.status,
             claim.attempt,
             f": {outcome.error[:200]}" if outcome.error else "",
-            extra={"task_uuid": claim.uuid, "event": str(outcome.status), "worker": worker},
+            extra={
+                "task_uuid": claim.uuid,
+                "event": str(outcome.status),
+                "worker": worker,
+            },
         )
         if not take_next:
             lock_slots(using)
@@ -235,12 +241,18 @@ def held_by_boot(
         TaskRecord.objects.using(using)
         .filter(status=Status.PROCESSING, lease_owner__startswith=f"{boot}:")
         .annotate(
-            over=Case(When(started_at__lt=deadline, then=True), default=False,
-                      output_field=BooleanField())
+            over=Case(
+                When(started_at__lt=deadline, then=True),
+                default=False,
+                output_field=BooleanField(),
+            )
         )
         .values_list("uuid", "lease_owner", "attempts", "over")
     )
-    return [HeldLease(str(uuid), owner, attempts, over) for uuid, owner, attempts, over in rows]
+    return [
+        HeldLease(str(uuid), owner, attempts, over)
+        for uuid, owner, attempts, over in rows
+    ]
 
 
 def expire(uuid: str, owner: str, using: str = "default") -> int:
@@ -252,12 +264,16 @@ def expire(uuid: str, owner: str, using: str = "default") -> int:
     )
 
 
-def fail_running(uuid: str, owner: str, attempt: int, error: str, using: str = "default") -> bool:
+def fail_running(
+    uuid: str, owner: str, attempt: int, error: str, using: str = "default"
+) -> bool:
     """Put a processing task in ``error`` (its time limit passed); guarded like ``finish``."""
     with transaction.atomic(using=using):
         failed = (
             TaskRecord.objects.using(using)
-            .filter(uuid=uuid, status=Status.PROCESSING, lease_owner=owner, attempts=attempt)
+            .filter(
+                uuid=uuid, status=Status.PROCESSING, lease_owner=owner, attempts=attempt
+            )
             .update(
                 status=Status.ERROR,
                 error=error,
@@ -272,12 +288,17 @@ def fail_running(uuid: str, owner: str, attempt: int, error: str, using: str = "
             )
     if failed:
         log.error(
-            "task %s: error: %s", uuid, error, extra={"task_uuid": uuid, "event": "time_limit"}
+            "task %s: error: %s",
+            uuid,
+            error,
+            extra={"task_uuid": uuid, "event": "time_limit"},
         )
     return bool(failed)
 
 
-def recover_expired(max_attempts: int, using: str = "default") -> list[tuple[str, Status]]:
+def recover_expired(
+    max_attempts: int, using: str = "default"
+) -> list[tuple[str, Status]]:
     """Put back every processing task whose lease has run out; safe on every replica.
 
     A task whose worker died ``max_attempts`` times ends in ``error`` instead: a request
@@ -310,7 +331,9 @@ def recover_expired(max_attempts: int, using: str = "default") -> list[tuple[str
                 )
                 recovered.append((uuid, Status.ERROR))
                 log.error(
-                    "task %s: error: %s", uuid, error,
+                    "task %s: error: %s",
+                    uuid,
+                    error,
                     extra={"task_uuid": uuid, "event": "attempts_exhausted"},
                 )
             else:
@@ -324,12 +347,17 @@ def recover_expired(max_attempts: int, using: str = "default") -> list[tuple[str
                 recovered.append((uuid, Status.QUEUED))
                 log.warning(
                     "task %s: lease expired on attempt %d (%s); queued again",
-                    uuid, row.attempts, detail,
+                    uuid,
+                    row.attempts,
+                    detail,
                     extra={"task_uuid": uuid, "event": "lease_expired"},
                 )
             TaskEvent.objects.using(using).create(
-                task_id=uuid, attempt=row.attempts, event="lease_expired",
-                worker=row.worker, detail=detail,
+                task_id=uuid,
+                attempt=row.attempts,
+                event="lease_expired",
+                worker=row.worker,
+                detail=detail,
             )
         publish_on_commit(requeue, using)
     return recovered
@@ -368,4 +396,3 @@ def redispatch_stale(
             extra={"task_uuid": uuid, "event": "redispatched"},
         )
     return uuids
-

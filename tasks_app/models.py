@@ -20,8 +20,12 @@ class TaskRecord(models.Model):
     """One request and its processing; the database is the source of truth for status."""
 
     uuid = models.UUIDField(primary_key=True)
-    hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the request")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    hash = models.CharField(
+        max_length=64, unique=True, help_text="SHA-256 of the request"
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED
+    )
     request = models.BinaryField()
     request_size = models.PositiveBigIntegerField()
     result = models.BinaryField(null=True, blank=True)
@@ -61,7 +65,9 @@ class TaskRecord(models.Model):
 class TaskEvent(models.Model):
     """What happened to a task beyond the normal path: a lost worker, a time limit."""
 
-    task = models.ForeignKey(TaskRecord, on_delete=models.CASCADE, related_name="events")
+    task = models.ForeignKey(
+        TaskRecord, on_delete=models.CASCADE, related_name="events"
+    )
     at = models.DateTimeField(auto_now_add=True)
     attempt = models.PositiveIntegerField()
     event = models.CharField(max_length=40)

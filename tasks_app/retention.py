@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 500
 
 
-def delete_finished(retention_days: int, batch_size: int = BATCH_SIZE, using: str = "default") -> int:
+def delete_finished(
+    retention_days: int, batch_size: int = BATCH_SIZE, using: str = "default"
+) -> int:
     """Delete ``done`` and ``error`` tasks finished more than ``retention_days`` ago."""
     if retention_days <= 0:
         return 0
@@ -29,7 +31,9 @@ def delete_finished(retention_days: int, batch_size: int = BATCH_SIZE, using: st
     while True:
         with transaction.atomic(using=using):
             batch = list(
-                rows.filter(status__in=[Status.DONE, Status.ERROR], finished_at__lt=cutoff)
+                rows.filter(
+                    status__in=[Status.DONE, Status.ERROR], finished_at__lt=cutoff
+                )
                 .order_by("finished_at")
                 .values_list("uuid", flat=True)[:batch_size]
             )
@@ -38,6 +42,10 @@ def delete_finished(retention_days: int, batch_size: int = BATCH_SIZE, using: st
             rows.filter(uuid__in=batch).delete()
         deleted += len(batch)
     if deleted:
-        log.info("retention: deleted %d tasks finished before %s", deleted, cutoff.isoformat(),
-                 extra={"event": "retention"})
+        log.info(
+            "retention: deleted %d tasks finished before %s",
+            deleted,
+            cutoff.isoformat(),
+            extra={"event": "retention"},
+        )
     return deleted

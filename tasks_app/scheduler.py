@@ -22,8 +22,16 @@ from .admission import Admission, AdmissionPolicy
 from .config import scheduler_config
 from .errors import BadRequest
 from .find import parse_uuid
-from .interfaces import UUID, FindOperator, Processor, SchedulerPhase, State, Task, TaskPage
-from .models import Status
+from .interfaces import (
+    UUID,
+    FindOperator,
+    Processor,
+    SchedulerPhase,
+    State,
+    Task,
+    TaskPage,
+    TaskStatus,
+)
 from .storage import DjangoTaskStorage
 
 DRAIN_POLL_SECONDS = 0.2
@@ -51,7 +59,9 @@ class Scheduler:
         self.processor = processor
         self.num_workers = num_workers
         self.queue_size = queue_size
-        self.max_request_bytes = max_request_bytes or scheduler_config().max_request_bytes
+        self.max_request_bytes = (
+            max_request_bytes or scheduler_config().max_request_bytes
+        )
         self.accepting_here = accepting_here
 
     @classmethod
@@ -112,7 +122,8 @@ class Scheduler:
     def state(self) -> State:
         """Accepting, draining or drained, with the counts behind it."""
         counts = self.storage.count_by_status()
-        queued, processing = counts[Status.QUEUED], counts[Status.PROCESSING]
+        queued = counts[TaskStatus.QUEUED]
+        processing = counts[TaskStatus.PROCESSING]
         closed = not self.accepting_here or admission.is_closed(self.storage.using)
         if not closed:
             phase = SchedulerPhase.ACCEPTING
@@ -159,4 +170,3 @@ class _LazyProcessor:
 def get_scheduler() -> Scheduler:
     """This process's scheduler, built from settings on first use."""
     return Scheduler.from_settings()
-

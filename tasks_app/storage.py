@@ -58,7 +58,9 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, UUID]:
         created_at, uuid = json.loads(base64.urlsafe_b64decode(padded.encode()))
         return parse_datetime(created_at), parse_uuid(uuid)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise BadRequest(f"cursor {cursor[:80]!r} is not one this service issued") from None
+        raise BadRequest(
+            f"cursor {cursor[:80]!r} is not one this service issued"
+        ) from None
 
 
 class DjangoTaskStorage:
@@ -100,7 +102,11 @@ class DjangoTaskStorage:
         return to_task(self._row(uuid, self.rows()), with_bytes=True)
 
     def find(self, operators: list[FindOperator]) -> list[Task]:
-        rows = self.rows().filter(operators_to_q(operators)).order_by("-created_at", "-uuid")
+        rows = (
+            self.rows()
+            .filter(operators_to_q(operators))
+            .order_by("-created_at", "-uuid")
+        )
         return [to_task(row, with_bytes=True) for row in rows]
 
     # --- reads the scheduler adds ----------------------------------------------------
@@ -118,11 +124,15 @@ class DjangoTaskStorage:
     ) -> TaskPage:
         """Newest first; the cursor is the position after the last task of a page."""
         if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise BadRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}")
+            raise BadRequest(
+                f"limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}"
+            )
         condition = operators_to_q(operators)
         if cursor:
             created_at, uuid = decode_cursor(cursor)
-            condition &= Q(created_at__lt=created_at) | Q(created_at=created_at, uuid__lt=uuid)
+            condition &= Q(created_at__lt=created_at) | Q(
+                created_at=created_at, uuid__lt=uuid
+            )
         rows = list(
             _without_bytes(self.rows())
             .filter(condition)

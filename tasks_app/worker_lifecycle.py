@@ -39,7 +39,9 @@ def on_worker_ready(**_: Any) -> None:
 def on_worker_shutting_down(**_: Any) -> None:
     # The keeper goes on renewing the leases of the tasks still running; the children
     # only stop taking new ones.
-    log.warning("worker shutting down: running tasks finish, queued ones stay for others")
+    log.warning(
+        "worker shutting down: running tasks finish, queued ones stay for others"
+    )
     shutdown.request()
 
 

@@ -111,7 +111,9 @@ SCHEDULER_NUM_WORKERS = env.int("SCHEDULER_NUM_WORKERS", default=2)
 # SCHEDULER_QUEUE_SIZE: the most tasks that may be queued at once.
 SCHEDULER_QUEUE_SIZE = env.int("SCHEDULER_QUEUE_SIZE", default=1000)
 # SCHEDULER_MAX_REQUEST_BYTES: the largest request accepted over HTTP and gRPC.
-SCHEDULER_MAX_REQUEST_BYTES = env.int("SCHEDULER_MAX_REQUEST_BYTES", default=64 * 1024 * 1024)
+SCHEDULER_MAX_REQUEST_BYTES = env.int(
+    "SCHEDULER_MAX_REQUEST_BYTES", default=64 * 1024 * 1024
+)
 # SCHEDULER_TASK_TIME_LIMIT: seconds one process() call may run before its task is error.
 SCHEDULER_TASK_TIME_LIMIT = env.float("SCHEDULER_TASK_TIME_LIMIT", default=3600.0)
 # SCHEDULER_LEASE_SECONDS: a dead worker's slot and task come back within this plus 2 s.
@@ -198,7 +200,11 @@ LOGGING = {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "rename_fields": {
+                "asctime": "time",
+                "levelname": "level",
+                "name": "logger",
+            },
         },
     },
     "handlers": {

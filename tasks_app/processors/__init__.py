@@ -36,8 +36,12 @@ def load_processor(path: str) -> Processor:
         ) from exc
     cls = getattr(module, class_name, None)
     if cls is None:
-        raise ImproperlyConfigured(f"SCHEDULER_PROCESSOR={path!r}: {module_name} has no {class_name}")
+        raise ImproperlyConfigured(
+            f"SCHEDULER_PROCESSOR={path!r}: {module_name} has no {class_name}"
+        )
     processor = cls()
     if not callable(getattr(processor, "process", None)):
-        raise ImproperlyConfigured(f"SCHEDULER_PROCESSOR={path!r} has no process(data) method")
-    return processor  # type: ignore[no-any-return]
+        raise ImproperlyConfigured(
+            f"SCHEDULER_PROCESSOR={path!r} has no process(data) method"
+        )
+    return processor

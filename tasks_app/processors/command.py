@@ -20,7 +20,9 @@ class CommandFailed(RuntimeError):
 
 
 class CommandProcessor:
-    def __init__(self, argv: list[str] | None = None, timeout_seconds: float | None = None):
+    def __init__(
+        self, argv: list[str] | None = None, timeout_seconds: float | None = None
+    ):
         if argv is None:
             argv = shlex.split(settings.SCHEDULER_COMMAND)
         if not argv:
@@ -29,7 +31,9 @@ class CommandProcessor:
             )
         self.argv = argv
         self.timeout_seconds = (
-            timeout_seconds if timeout_seconds is not None else settings.SCHEDULER_TASK_TIME_LIMIT
+            timeout_seconds
+            if timeout_seconds is not None
+            else settings.SCHEDULER_TASK_TIME_LIMIT
         )
 
     def process(self, data: bytes) -> bytes:
@@ -48,7 +52,9 @@ class CommandProcessor:
         except OSError as exc:
             raise CommandFailed(f"cannot run {self.argv[0]}: {exc}") from exc
         if completed.returncode != 0:
-            tail = completed.stderr[-STDERR_TAIL_BYTES:].decode("utf-8", "replace").strip()
+            tail = (
+                completed.stderr[-STDERR_TAIL_BYTES:].decode("utf-8", "replace").strip()
+            )
             raise CommandFailed(
                 f"{self.argv[0]} exited with status {completed.returncode}: {tail}"
             )

@@ -19,8 +19,8 @@ class ThumbnailProcessor:
     def process(self, data: bytes) -> bytes:
         Image.MAX_IMAGE_PIXELS = MAX_PIXELS
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                image = ImageOps.exif_transpose(image)
+            with Image.open(io.BytesIO(data)) as opened:
+                image: Image.Image = ImageOps.exif_transpose(opened)
                 if image.mode not in ("RGB", "RGBA", "L", "LA"):
                     image = image.convert("RGBA")
                 image.thumbnail(THUMBNAIL_SIZE, Image.Resampling.LANCZOS)
@@ -28,4 +28,6 @@ class ThumbnailProcessor:
                 image.save(out, format="PNG", optimize=True)
                 return out.getvalue()
         except UnidentifiedImageError:
-            raise ValueError("the request is not an image that Pillow can read") from None
+            raise ValueError(
+                "the request is not an image that Pillow can read"
+            ) from None

@@ -1,0 +1,327 @@
+"""Real processes for the tests: a private redis-server, Celery workers, call logs.
+
+Nothing here mocks anything: a worker is ``celery -A scheduler_project worker`` in its own
+process group, talking to the test database and to a redis-server of the test's own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float,
+    interval: float = 0.1,
+    message: str = "condition",
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {message}")
+
+
+class RedisServer:
+    """A redis-server on a free port, with no persistence, that a test may restart."""
+
+    def __init__(self) -> None:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError(
+                "redis-server is not installed; the tests need a real Redis"
+            )
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="test-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--maxmemory-policy",
+                "noeviction",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.ping, 10, message=f"redis-server on port {self.port}")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(
+                ("127.0.0.1", self.port), timeout=0.5
+            ) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def command(self, *args: str) -> bytes:
+        return subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args], capture_output=True, check=True
+        ).stdout
+
+    def flushall(self) -> None:
+        self.command("FLUSHALL")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def restart(self, down_seconds: float = 0.5) -> None:
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
+
+
+@dataclasses.dataclass
+class Call:
+    hash: str
+    pid: int
+    start: float
+    end: float | None
+
+
+class CallLog:
+    """The file the test processor appends to; ``calls()`` reads it back."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.touch()
+
+    def calls(self) -> list[Call]:
+        open_calls: dict[tuple[str, int], Call] = {}
+        calls: list[Call] = []
+        for line in self.path.read_text().splitlines():
+            event, digest, pid, at = line.split()
+            key = (digest, int(pid))
+            if event == "start":
+                call = Call(digest, int(pid), float(at), None)
+                open_calls[key] = call
+                calls.append(call)
+            elif key in open_calls:
+                open_calls.pop(key).end = float(at)
+        return calls
+
+    def calls_per_hash(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for call in self.calls():
+            counts[call.hash] = counts.get(call.hash, 0) + 1
+        return counts
+
+    def peak_concurrency(self) -> int:
+        """The most calls running at one moment, across every process.
+
+        A call without an end (its process was killed) counts until the end of the log.
+        """
+        edges: list[tuple[float, int]] = []
+        for call in self.calls():
+            edges.append((call.start, 1))
+            edges.append((call.end if call.end is not None else float("inf"), -1))
+        peak = running = 0
+        for _, step in sorted(edges, key=lambda edge: (edge[0], edge[1])):
+            running += step
+            peak = max(peak, running)
+        return peak
+
+
+def task_request(**spec: object) -> bytes:
+    """The bytes of a request for ``tests.processors.RecordingProcessor``."""
+    return json.dumps(spec, sort_keys=True).encode()
+
+
+class Worker:
+    """``celery worker`` in a process group of its own."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        name: str,
+        concurrency: int,
+        log_dir: Path,
+        pool: str = "prefork",
+    ) -> None:
+        self.name = name
+        self.heartbeat = log_dir / f"{name}.heartbeat"
+        self.log_path = log_dir / f"{name}.log"
+        env = {**env, "SCHEDULER_WORKER_HEARTBEAT_FILE": str(self.heartbeat)}
+        self.heartbeat.unlink(missing_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                CELERY,
+                "-A",
+                "scheduler_project",
+                "worker",
+                "-l",
+                "info",
+                "-n",
+                f"{name}@%h",
+                "-c",
+                str(concurrency),
+                "-P",
+                pool,
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> Worker:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker {self.name} exited:\n{self.log_tail()}")
+            return self.heartbeat.exists()
+
+        wait_until(ready, timeout, message=f"worker {self.name} to be ready")
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def children(self) -> list[int]:
+        try:
+            return [child.pid for child in psutil.Process(self.pid).children()]
+        except psutil.NoSuchProcess:
+            return []
+
+    def terminate(self) -> None:
+        """SIGTERM to the main process only: Celery's warm shutdown."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group, as a node loss or OOM of the pod does."""
+        if self.process.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        with suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self._log.close()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(
+            self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        )
+
+
+class Cluster:
+    """The environment shared by the processes of one test, and the workers it started."""
+
+    def __init__(self, database_url: str, broker_url: str, workdir: Path) -> None:
+        self.workdir = workdir
+        self.call_log = CallLog(workdir / "calls.log")
+        self.workers: list[Worker] = []
+        self.env: dict[str, str] = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("SCHEDULER_", "CELERY_"))
+            },
+            "DATABASE_URL": database_url,
+            "CELERY_BROKER_URL": broker_url,
+            "DJANGO_SETTINGS_MODULE": "scheduler_project.settings",
+            "PYTHONPATH": str(ROOT),
+            "SCHEDULER_PROCESSOR": "tests.processors:RecordingProcessor",
+            "SCHEDULER_DATA_DIR": str(workdir / "data"),
+            "TEST_CALL_LOG": str(self.call_log.path),
+            "SCHEDULER_LEASE_SECONDS": "3",
+            "SCHEDULER_RECONCILE_INTERVAL": "0.5",
+            "LOG_LEVEL": "INFO",
+        }
+
+    def configure(self, **settings: object) -> None:
+        """Set SCHEDULER_* variables for the processes started from now on."""
+        for key, value in settings.items():
+            self.env[key.upper()] = str(value)
+
+    def start_worker(
+        self,
+        concurrency: int = 2,
+        name: str | None = None,
+        pool: str = "prefork",
+        wait: bool = True,
+    ) -> Worker:
+        worker = Worker(
+            self.env,
+            name or f"w{len(self.workers) + 1}",
+            concurrency,
+            self.workdir,
+            pool=pool,
+        )
+        self.workers.append(worker)
+        return worker.wait_ready() if wait else worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def logs(self) -> str:
+        return "\n\n".join(f"--- {w.name}\n{w.log_tail()}" for w in self.workers)
+
+
+@contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
