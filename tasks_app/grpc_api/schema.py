@@ -290,10 +290,17 @@ class _Builder:
                 comment="one of: " + ", ".join(values),
             )
         if hint is dt.datetime:
-            return Field(name, TIMESTAMP, Codec.TIMESTAMP, hint)
+            return Field(name, TIMESTAMP, Codec.TIMESTAMP, hint, optional=optional)
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             message = self.nested(hint, where, reply)
-            return Field(name, message.name, Codec.MESSAGE, hint, message=message)
+            return Field(
+                name,
+                message.name,
+                Codec.MESSAGE,
+                hint,
+                optional=optional,
+                message=message,
+            )
         if hint in _SCALARS:
             return Field(name, _SCALARS[hint], Codec.SCALAR, hint, optional=optional)
         raise UnsupportedType(f"{where}: {hint!r} has no protobuf mapping")

@@ -1,0 +1,151 @@
+"""The gRPC server: the Scheduler service, the standard health service and reflection.
+
+Health is SERVING for ``""`` and ``scheduler.v1.Scheduler`` from start until SIGTERM;
+closing the scheduler is no health change (a closed scheduler still answers every call).
+On SIGTERM health turns NOT_SERVING, new calls are refused, and calls in flight get up
+to the grace period to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from concurrent import futures
+from types import FrameType
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .interceptors import server_interceptors
+from .servicer import SchedulerServicer
+
+log = logging.getLogger(__name__)
+
+# Room above SCHEDULER_MAX_REQUEST_BYTES for the message's own framing: a request just
+# over the limit then reaches the scheduler and is refused with a message that names
+# the limit, instead of failing in the transport.
+MESSAGE_HEADROOM_BYTES = 1024 * 1024
+DEFAULT_THREADS = 10
+DEFAULT_GRACE_SECONDS = 20.0
+
+
+def scheduler_descriptor() -> ServiceDescriptor:
+    from .generated import scheduler_pb2
+
+    descriptor: ServiceDescriptor = scheduler_pb2.DESCRIPTOR.services_by_name[
+        "Scheduler"
+    ]
+    return descriptor
+
+
+class GrpcServer:
+    """A ``grpc.Server`` serving ``scheduler``; ``start`` binds, ``stop`` drains."""
+
+    def __init__(
+        self,
+        scheduler: object,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 50051,
+        threads: int = DEFAULT_THREADS,
+        max_request_bytes: int,
+        descriptor: ServiceDescriptor | None = None,
+        interceptors: Sequence[grpc.ServerInterceptor] | None = None,
+    ) -> None:
+        self.address = f"{host}:{port}"
+        self.descriptor = descriptor or scheduler_descriptor()
+        self.servicer = SchedulerServicer(scheduler, self.descriptor)
+        max_message_bytes = max_request_bytes + MESSAGE_HEADROOM_BYTES
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=threads, thread_name_prefix="grpc-call"
+            ),
+            interceptors=list(
+                server_interceptors() if interceptors is None else interceptors
+            ),
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                # gRPC sets SO_REUSEPORT by default, so a second server on a taken
+                # port would start and share it silently; fail at bind instead.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.port = 0
+
+    def start(self) -> int:
+        """Bind and serve; the bound port (useful with port 0)."""
+        service = self.descriptor.full_name
+        handlers = self.servicer.handlers()
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, handlers),)
+        )
+        self.server.add_registered_method_handlers(service, handlers)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (
+                service,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+            pool=self.descriptor.file.pool,
+        )
+        self.port = self.server.add_insecure_port(self.address)
+        self.server.start()
+        for name in ("", service):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "grpc: serving %s on %s (port %d)",
+            service,
+            self.address,
+            self.port,
+            extra={"event": "grpc_started", "port": self.port},
+        )
+        return self.port
+
+    def stop(self, grace_seconds: float) -> None:
+        """NOT_SERVING at once, then refuse new calls; those in flight may finish."""
+        self.health.enter_graceful_shutdown()
+        log.info(
+            "grpc: stopping, health NOT_SERVING; calls in flight have %.0f s",
+            grace_seconds,
+            extra={"event": "grpc_stopping"},
+        )
+        self.server.stop(grace_seconds).wait()
+        log.info("grpc: stopped", extra={"event": "grpc_stopped"})
+
+
+def serve(
+    host: str,
+    port: int,
+    threads: int = DEFAULT_THREADS,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> None:
+    """Serve this process's scheduler until SIGTERM or SIGINT, then drain and return."""
+    from ..scheduler import get_scheduler
+
+    scheduler = get_scheduler()
+    server = GrpcServer(
+        scheduler,
+        host=host,
+        port=port,
+        threads=threads,
+        max_request_bytes=scheduler.max_request_bytes,
+    )
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("grpc: %s received", signal.Signals(signum).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    server.start()
+    stop_requested.wait()
+    server.stop(grace_seconds)
