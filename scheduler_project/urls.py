@@ -3,6 +3,12 @@
 from django.contrib import admin
 from django.urls import path
 
+from tasks_app.api import health_views
+from tasks_app.api.routes import api
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", api.urls),
+    path("healthz", health_views.healthz, name="healthz"),
+    path("readyz", health_views.readyz, name="readyz"),
 ]

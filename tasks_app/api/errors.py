@@ -1,0 +1,131 @@
+"""Exceptions to HTTP answers, in one place: every error is ``{"error", "message"}``.
+
+The ninja handler, the middleware that answers unrouted paths and wrong methods, and
+the probes all build their error bodies here, so a code always means one status.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI
+from ninja.errors import HttpError, Throttled, ValidationError
+
+from ..errors import Refused, SchedulerError, WrongStatus
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_CODE: dict[str, int] = {
+    "bad_request": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "conflict": 409,
+    "too_large": 413,
+    "queue_full": 429,
+    "rate_limited": 429,
+    "closed": 503,
+}
+_CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    429: "rate_limited",
+    503: "closed",
+}
+
+
+def error_response(
+    code: str,
+    message: str,
+    *,
+    status: int | None = None,
+    retry_after_seconds: float | None = None,
+    headers: dict[str, str] | None = None,
+    **fields: Any,
+) -> JsonResponse:
+    body: dict[str, Any] = {"error": code, "message": message, **fields}
+    response = JsonResponse(body, status=status or STATUS_BY_CODE[code])
+    for name, value in (headers or {}).items():
+        response[name] = value
+    if retry_after_seconds is not None:
+        response["Retry-After"] = str(max(1, math.ceil(retry_after_seconds)))
+    return response
+
+
+def response_for_exception(exc: Exception) -> JsonResponse:
+    """The answer to an exception raised while serving an API request."""
+    if isinstance(exc, SchedulerError):
+        return _scheduler_error(exc)
+    if isinstance(exc, ValidationError):
+        return error_response("bad_request", _validation_message(exc))
+    if isinstance(exc, RequestDataTooBig):
+        # Django answers its own upload limit with 400; a body too large is 413.
+        return error_response(
+            "too_large",
+            "the request is over the upload limit (DATA_UPLOAD_MAX_MEMORY_SIZE)",
+        )
+    if isinstance(exc, Http404):
+        return error_response("not_found", str(exc) or "not found")
+    if isinstance(exc, Throttled):
+        return error_response(
+            "rate_limited",
+            "too many requests; slow down",
+            retry_after_seconds=exc.wait if exc.wait is not None else 1,
+        )
+    if isinstance(exc, HttpError):
+        code = _CODE_BY_STATUS.get(exc.status_code, "bad_request")
+        return error_response(code, exc.message, status=exc.status_code)
+    log.error(
+        "unexpected %s while serving an API request",
+        type(exc).__name__,
+        exc_info=exc,
+        extra={"event": "api_internal_error"},
+    )
+    return error_response(
+        "internal", "the server failed; the error is logged", status=500
+    )
+
+
+def _scheduler_error(exc: SchedulerError) -> JsonResponse:
+    status = STATUS_BY_CODE.get(exc.code, 400)
+    fields: dict[str, Any] = {}
+    if isinstance(exc, WrongStatus):
+        fields["status"] = exc.status
+    retry_after = exc.retry_after_seconds if isinstance(exc, Refused) else None
+    return error_response(
+        exc.code, str(exc), status=status, retry_after_seconds=retry_after, **fields
+    )
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors:
+        # ninja prefixes the location with where it came from ("query", "path").
+        location = [str(part) for part in error.get("loc", ())][1:]
+        parts.append(
+            f"{'.'.join(location) or 'request'}: {error.get('msg', 'invalid')}"
+        )
+    return "; ".join(parts) or "the request is invalid"
+
+
+def install(api: NinjaAPI) -> None:
+    """Route every exception of ``api``'s operations through ``response_for_exception``."""
+
+    def handle(request: HttpRequest, exc: Exception | type[Exception]) -> HttpResponse:
+        # ninja's signature admits an exception class; it only ever passes instances.
+        return response_for_exception(exc if isinstance(exc, Exception) else exc())
+
+    # ninja registers its own handlers for these; the most specific class wins its
+    # lookup, so each one is replaced, not only the catch-all.
+    for exc_class in (Exception, Http404, HttpError, ValidationError):
+        api.add_exception_handler(exc_class, handle)

@@ -1,0 +1,58 @@
+"""What a request carries: its raw body, and the find operators of its query string."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, QueryDict
+
+from ..errors import BadRequest, RequestTooLarge
+from ..interfaces import FindOperator
+
+# ``field__suffix=value`` in a query string, to the operators of FindOperator.
+OPERATOR_BY_SUFFIX = {
+    "": "=",
+    "ne": "!=",
+    "lt": "<",
+    "lte": "<=",
+    "gt": ">",
+    "gte": ">=",
+    "in": "in",
+}
+# Query parameters of the Find route that are not conditions.
+PAGING_PARAMETERS = frozenset({"limit", "cursor"})
+
+
+def read_request_body(request: HttpRequest, max_request_bytes: int) -> bytes:
+    """The raw body, refused by its declared size before a byte of it is read."""
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if not declared:
+        if request.META.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+            # Django reads no chunked body under WSGI: it would look empty.
+            raise BadRequest("send the request with a Content-Length, not chunked")
+        return b""
+    try:
+        size = int(declared)
+    except ValueError:
+        raise BadRequest(f"Content-Length {declared[:40]!r} is not a number") from None
+    if size < 0:
+        raise BadRequest(f"Content-Length {size} is negative")
+    if size > max_request_bytes:
+        raise RequestTooLarge(size, max_request_bytes)
+    return request.body
+
+
+def operators_from_query(query: QueryDict) -> list[FindOperator]:
+    """``status=done&attempts__gte=2`` as find operators; all of them must hold."""
+    operators: list[FindOperator] = []
+    for name, values in query.lists():
+        if name in PAGING_PARAMETERS:
+            continue
+        key, _, suffix = name.partition("__")
+        if suffix not in OPERATOR_BY_SUFFIX:
+            known = ", ".join(f"__{s}" for s in OPERATOR_BY_SUFFIX if s)
+            raise BadRequest(
+                f"unknown find operator {suffix!r} in {name!r}; known: {known}"
+            )
+        operators.extend(
+            FindOperator(key, OPERATOR_BY_SUFFIX[suffix], value) for value in values
+        )
+    return operators
