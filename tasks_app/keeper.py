@@ -60,14 +60,15 @@ class LeaseKeeper(threading.Thread):
         self.config = config or scheduler_config()
         self.heartbeat = heartbeat
         self.boot = leases.boot_id()
-        self._stop = threading.Event()
+        # Not ``_stop``: that is a method of Thread that ``join()`` calls.
+        self._stopping = threading.Event()
         self._last_renewal = time.monotonic()
         self._last_ok = time.monotonic()
         self._last_retention = 0.0
         self._owners_seen: set[str] = set()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
 
     def run(self) -> None:
         log.info(
@@ -76,7 +77,7 @@ class LeaseKeeper(threading.Thread):
             self.config.lease_seconds,
             self.config.reconcile_interval_seconds,
         )
-        while not self._stop.wait(self.config.reconcile_interval_seconds):
+        while not self._stopping.wait(self.config.reconcile_interval_seconds):
             try:
                 close_old_connections()
                 self.tick()
