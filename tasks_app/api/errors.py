@@ -48,13 +48,13 @@ def error_response(
     code: str,
     message: str,
     *,
-    status: int | None = None,
+    http_status: int | None = None,
     retry_after_seconds: float | None = None,
     headers: dict[str, str] | None = None,
     **fields: Any,
 ) -> JsonResponse:
     body: dict[str, Any] = {"error": code, "message": message, **fields}
-    response = JsonResponse(body, status=status or STATUS_BY_CODE[code])
+    response = JsonResponse(body, status=http_status or STATUS_BY_CODE[code])
     for name, value in (headers or {}).items():
         response[name] = value
     if retry_after_seconds is not None:
@@ -84,7 +84,7 @@ def response_for_exception(exc: Exception) -> JsonResponse:
         )
     if isinstance(exc, HttpError):
         code = _CODE_BY_STATUS.get(exc.status_code, "bad_request")
-        return error_response(code, exc.message, status=exc.status_code)
+        return error_response(code, exc.message, http_status=exc.status_code)
     log.error(
         "unexpected %s while serving an API request",
         type(exc).__name__,
@@ -92,18 +92,22 @@ def response_for_exception(exc: Exception) -> JsonResponse:
         extra={"event": "api_internal_error"},
     )
     return error_response(
-        "internal", "the server failed; the error is logged", status=500
+        "internal", "the server failed; the error is logged", http_status=500
     )
 
 
 def _scheduler_error(exc: SchedulerError) -> JsonResponse:
-    status = STATUS_BY_CODE.get(exc.code, 400)
+    http_status = STATUS_BY_CODE.get(exc.code, 400)
     fields: dict[str, Any] = {}
     if isinstance(exc, WrongStatus):
         fields["status"] = exc.status
     retry_after = exc.retry_after_seconds if isinstance(exc, Refused) else None
     return error_response(
-        exc.code, str(exc), status=status, retry_after_seconds=retry_after, **fields
+        exc.code,
+        str(exc),
+        http_status=http_status,
+        retry_after_seconds=retry_after,
+        **fields,
     )
 
 

@@ -6,6 +6,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_safe
 
 from .. import health
+from .errors import error_response
 
 
 @require_safe
@@ -23,14 +24,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
     if not failed:
         return JsonResponse({"status": "ready", "checks": report})
     message = "; ".join(f"{check.name}: {check.detail}" for check in failed)
-    # The error shape of the API, with a code of its own: this is a probe's report,
-    # and "closed" (the API's 503) would say something about the scheduler.
-    return JsonResponse(
-        {
-            "error": "not_ready",
-            "message": message,
-            "status": "not ready",
-            "checks": report,
-        },
-        status=503,
+    # The API's error shape with a code of its own: this is a probe's report, and
+    # "closed" (the API's 503) would say something about the scheduler instead.
+    return error_response(
+        "not_ready", message, http_status=503, status="not ready", checks=report
     )
