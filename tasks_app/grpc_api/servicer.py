@@ -126,8 +126,11 @@ def fit_timeout_to_deadline(kwargs: dict[str, Any], context: Any) -> None:
     """
     timeout = kwargs.get("timeout")
     remaining = context.time_remaining()
-    if isinstance(timeout, int | float) and remaining is not None:
-        kwargs["timeout"] = max(0.0, min(timeout, remaining - DEADLINE_MARGIN_SECONDS))
+    if not isinstance(timeout, int | float) or remaining is None:
+        return
+    limit = max(0.0, remaining - DEADLINE_MARGIN_SECONDS)
+    if timeout > limit:  # a negative timeout stays, for the scheduler to refuse
+        kwargs["timeout"] = limit
 
 
 def check_descriptor(service: Service, descriptor: ServiceDescriptor) -> None:
