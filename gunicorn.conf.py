@@ -1,0 +1,76 @@
+"""gunicorn's configuration for the web process (HTTP API, admin, health, metrics).
+
+gunicorn reads this file from the working directory by itself, so the container and
+``make run`` both start the web process as ``gunicorn scheduler_project.wsgi``.
+Overrides: PORT (the port, on every interface), WEB_CONCURRENCY (worker processes),
+GUNICORN_THREADS (threads per worker), and GUNICORN_CMD_ARGS for anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+# The longest `GET /api/tasks/{uuid}?wait=N` the API allows, in seconds.
+LONGEST_WAIT_SECONDS = 60
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+
+# Threads, not only processes: a `?wait` request holds its thread for up to a minute,
+# and a sync worker would hold a whole process. Several processes still spread the
+# CPU work (hashing, JSON) over the cores.
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 8)))
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+
+# A worker that stops answering its arbiter for this long is killed and replaced. It
+# must stay above the longest `?wait`, or a long poll could take its worker down.
+timeout = LONGEST_WAIT_SECONDS + 30
+# After SIGTERM a worker stops accepting and finishes what it has, a full `?wait`
+# included; Kubernetes' terminationGracePeriodSeconds for web covers this plus preStop.
+graceful_timeout = LONGEST_WAIT_SECONDS + 5
+keepalive = 5
+
+# gunicorn 25.1 and later open a control socket at one fixed path per user: two web
+# processes on one machine (a test beside `make run`) would fight over it, and a
+# read-only container cannot create it. Nothing here uses `gunicornc`.
+control_socket_disable = True
+
+accesslog = "-"
+errorlog = "-"
+# The heartbeat file of each worker: memory, not an overlay filesystem that can stall.
+if Path("/dev/shm").is_dir():
+    worker_tmp_dir = "/dev/shm"
+
+
+def _mark_shutting_down() -> None:
+    """Make this process's /readyz fail, so traffic moves away while requests finish."""
+    from tasks_app import health
+
+    health.begin_shutdown()
+
+
+def post_worker_init(worker: Any) -> None:
+    """Wrap the worker's SIGTERM handler: first fail readiness, then stop gracefully.
+
+    gunicorn has no hook for a worker's SIGTERM (``worker_int`` is SIGINT and SIGQUIT),
+    and the arbiter passes SIGTERM on to every worker, so the wrap goes here, after
+    gunicorn has installed its own handler.
+    """
+    graceful_exit = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        _mark_shutting_down()
+        if callable(graceful_exit):
+            graceful_exit(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    # As gunicorn does: SIGTERM must not interrupt the system calls of a request.
+    signal.siginterrupt(signal.SIGTERM, False)
+
+
+def worker_int(worker: Any) -> None:
+    _mark_shutting_down()
