@@ -39,6 +39,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Innermost, so that CommonMiddleware still sees a 404 and can append a slash.
+    "tasks_app.api.middleware.JsonErrorMiddleware",
 ]
 
 ROOT_URLCONF = "scheduler_project.urls"
@@ -152,10 +154,12 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_BROKER_DIR / "control"),
     }
 else:
+    # CELERY_BROKER_TRANSPORT_OPTIONS: JSON merged over these. A redelivery after the
+    # visibility timeout is harmless (a task under a live lease, or finished, runs
+    # nothing), so the timeout only bounds how long a message sits unacknowledged.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Redelivery after this is harmless (a task under a live lease or finished runs
-        # nothing), so it only bounds how long a message can sit unacknowledged.
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        "visibility_timeout": 3600,
+        **env.json("CELERY_BROKER_TRANSPORT_OPTIONS", default={}),
     }
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
