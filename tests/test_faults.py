@@ -318,6 +318,7 @@ def test_status_comes_from_our_table_not_the_broker(
 
     assert scheduler.get_task(uuid).status == TaskStatus.DONE
     status, result = scheduler.storage.get_result(uuid)
+    assert status == TaskStatus.DONE
     assert result == b"result:" + task_request(id="table", sleep=3)
 
 
