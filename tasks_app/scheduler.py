@@ -30,7 +30,6 @@ from .interfaces import (
     State,
     Task,
     TaskPage,
-    TaskStatus,
 )
 from .storage import DjangoTaskStorage
 
@@ -121,9 +120,7 @@ class Scheduler:
 
     def state(self) -> State:
         """Accepting, draining or drained, with the counts behind it."""
-        counts = self.storage.count_by_status()
-        queued = counts[TaskStatus.QUEUED]
-        processing = counts[TaskStatus.PROCESSING]
+        queued, processing = self.storage.count_unfinished()
         closed = not self.accepting_here or admission.is_closed(self.storage.using)
         if not closed:
             phase = SchedulerPhase.ACCEPTING

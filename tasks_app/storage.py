@@ -142,11 +142,16 @@ class DjangoTaskStorage:
         next_cursor = encode_cursor(tasks[-1]) if len(rows) > limit else None
         return TaskPage(items=tasks, next_cursor=next_cursor)
 
-    def count_by_status(self) -> dict[TaskStatus, int]:
-        counts = {status: 0 for status in TaskStatus}
-        for row in self.rows().values("status").annotate(n=Count("uuid")):
-            counts[TaskStatus(row["status"])] = row["n"]
-        return counts
+    def count_unfinished(self) -> tuple[int, int]:
+        """(queued, processing): the index on status keeps this cheap at any table size."""
+        counts = dict(
+            self.rows()
+            .filter(status__in=[TaskStatus.QUEUED, TaskStatus.PROCESSING])
+            .values_list("status")
+            .annotate(n=Count("uuid"))
+            .values_list("status", "n")
+        )
+        return counts.get(TaskStatus.QUEUED, 0), counts.get(TaskStatus.PROCESSING, 0)
 
     def _row(self, uuid: UUID, rows: QuerySet[TaskRecord]) -> TaskRecord:
         normalised = parse_uuid(uuid)

@@ -327,15 +327,31 @@ def running_redis() -> Iterator[RedisServer]:
         shutil.rmtree(server.dir, ignore_errors=True)
 
 
-def submit_from_processes(env: dict[str, str], requests: list[bytes], processes: int,
-                          threads: int, start_delay: float = 3.0) -> list[dict[str, object]]:
+def submit_from_processes(
+    env: dict[str, str],
+    requests: list[bytes],
+    processes: int,
+    threads: int,
+    start_delay: float = 3.0,
+) -> list[dict[str, object]]:
     """Every request submitted by ``processes`` x ``threads`` clients released together."""
     start_at = time.time() + start_delay
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.submitter", "--threads", str(threads),
-             "--start-at", str(start_at), *[request.hex() for request in requests]],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "tests.submitter",
+                "--threads",
+                str(threads),
+                "--start-at",
+                str(start_at),
+                *[request.hex() for request in requests],
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         for _ in range(processes)
     ]

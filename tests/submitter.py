@@ -45,12 +45,18 @@ def main() -> None:
         for request_hex in args.requests:
             try:
                 admission = scheduler.add_task(bytes.fromhex(request_hex))
-                line = {"uuid": str(admission), "created": admission.created,
-                        "status": str(admission.status)}
+                line = {
+                    "uuid": str(admission),
+                    "created": admission.created,
+                    "status": str(admission.status),
+                }
             except SchedulerError as exc:
                 line = {"error": exc.code}
             except Exception as exc:
-                line = {"error": "unexpected", "message": f"{type(exc).__name__}: {exc}"}
+                line = {
+                    "error": "unexpected",
+                    "message": f"{type(exc).__name__}: {exc}",
+                }
             with lock:
                 sys.stdout.write(json.dumps(line) + "\n")
                 sys.stdout.flush()

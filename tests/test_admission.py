@@ -13,7 +13,13 @@ from tasks_app.interfaces import TaskStatus
 from tasks_app.models import TaskRecord
 from tasks_app.scheduler import Scheduler
 from tasks_app.storage import DjangoTaskStorage
-from tests.harness import Cluster, RedisServer, submit_from_processes, task_request, wait_until
+from tests.harness import (
+    Cluster,
+    RedisServer,
+    submit_from_processes,
+    task_request,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,7 +45,8 @@ def test_identical_requests_from_many_processes_make_one_task(
 
     cluster.start_worker(concurrency=2)
     wait_until(
-        lambda: TaskRecord.objects.filter(status=TaskStatus.DONE).count() == rounds, 60,
+        lambda: TaskRecord.objects.filter(status=TaskStatus.DONE).count() == rounds,
+        60,
         message="every round done",
     )
     calls = cluster.call_log.calls_per_hash()
@@ -71,7 +78,9 @@ def test_queue_bound_is_exact_under_concurrent_admissions(cluster: Cluster) -> N
 
 
 def test_full_queue_refuses_new_but_answers_duplicates(scheduler: Scheduler) -> None:
-    small = Scheduler(DjangoTaskStorage(), scheduler.processor, num_workers=1, queue_size=2)
+    small = Scheduler(
+        DjangoTaskStorage(), scheduler.processor, num_workers=1, queue_size=2
+    )
     first = small.add_task(b"one")
     small.add_task(b"two")
     with pytest.raises(QueueFull, match="queue is full"):
@@ -80,7 +89,9 @@ def test_full_queue_refuses_new_but_answers_duplicates(scheduler: Scheduler) -> 
     assert TaskRecord.objects.count() == 2
 
 
-def test_closed_scheduler_refuses_everything_new_and_duplicates(scheduler: Scheduler) -> None:
+def test_closed_scheduler_refuses_everything_new_and_duplicates(
+    scheduler: Scheduler,
+) -> None:
     known = scheduler.add_task(b"accepted before closing")
     state = scheduler.close()
     assert state.closed and state.state == "draining"
@@ -108,7 +119,9 @@ def test_closing_holds_in_every_process(cluster: Cluster, scheduler: Scheduler) 
     assert answers[0]["created"] is True
 
 
-def test_replica_held_closed_refuses_alone(cluster: Cluster, scheduler: Scheduler) -> None:
+def test_replica_held_closed_refuses_alone(
+    cluster: Cluster, scheduler: Scheduler
+) -> None:
     held = {**cluster.env, "SCHEDULER_ACCEPTING": "false"}
     answers = submit_from_processes(held, [task_request(id="held")], 1, 1)
     assert answers == [{"error": "closed"}]
