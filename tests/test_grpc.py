@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +40,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 MAX_REQUEST_BYTES = 64 * 1024
 SERVICE = "scheduler.v1.Scheduler"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class GrpcServerProcess:
@@ -77,6 +80,8 @@ class GrpcServerProcess:
                 str(self.port),
                 "--grace",
                 "5",
+                "--health-interval",
+                "0.5",
             ],
             cwd=ROOT,
             env=env,
@@ -88,18 +93,26 @@ class GrpcServerProcess:
         self.stub = pb_grpc.SchedulerStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
-    def wait_ready(self, timeout: float = 60) -> GrpcServerProcess:
+    def wait_ready(
+        self, timeout: float = 60, serving: bool = True
+    ) -> GrpcServerProcess:
+        """Wait until health answers SERVING (or, with ``serving=False``, anything)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"rungrpc exited:\n{self.log_tail()}")
-            try:
-                answer = self.health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return self
-            except grpc.RpcError:
-                time.sleep(0.2)
+            status = self.health_status()
+            if status is not None and (status == SERVING or not serving):
+                return self
+            time.sleep(0.2)
         raise AssertionError(f"rungrpc not serving in {timeout} s:\n{self.log_tail()}")
+
+    def health_status(self, service: str = "") -> int | None:
+        try:
+            request = health_pb2.HealthCheckRequest(service=service)
+            return int(self.health.Check(request, timeout=1).status)
+        except grpc.RpcError:
+            return None
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace")
@@ -144,12 +157,14 @@ def start_server(
     """Start a server of the test's own, with SCHEDULER_* settings of its own."""
     started: list[GrpcServerProcess] = []
 
-    def start(**settings: object) -> GrpcServerProcess:
+    def start(
+        broker_url: str | None = None, serving: bool = True, **settings: object
+    ) -> GrpcServerProcess:
         process = GrpcServerProcess(
-            live_database_url, redis_server.url, tmp_path, **settings
+            live_database_url, broker_url or redis_server.url, tmp_path, **settings
         )
         started.append(process)
-        return process.wait_ready()
+        return process.wait_ready(serving=serving)
 
     yield start
     for process in started:
@@ -510,14 +525,13 @@ def test_a_client_knowing_only_reflection_can_add_a_task(server) -> None:  # typ
 def test_health_is_serving_for_the_server_and_the_service_even_closed(
     server, stub
 ) -> None:  # type: ignore[no-untyped-def]
-    serving = health_pb2.HealthCheckResponse.SERVING
     stub.Close(pb.CloseRequest(), timeout=10)
     try:
         for name in ("", SERVICE):
             answer = server.health.Check(
                 health_pb2.HealthCheckRequest(service=name), timeout=5
             )
-            assert answer.status == serving, name
+            assert answer.status == SERVING, name
     finally:
         stub.Open(pb.OpenRequest(), timeout=10)
     unknown = rpc_error(
@@ -535,7 +549,7 @@ def test_sigterm_turns_health_not_serving_and_lets_a_call_in_flight_finish(
     add(server.stub, b"keeps the scheduler draining")
     server.stub.Close(pb.CloseRequest(), timeout=10)
     watch = server.health.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
-    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    assert next(watch).status == SERVING
     in_flight = server.stub.WaitDrained.future(
         pb.WaitDrainedRequest(timeout=2), timeout=30
     )
@@ -543,12 +557,31 @@ def test_sigterm_turns_health_not_serving_and_lets_a_call_in_flight_finish(
 
     server.process.send_signal(signal.SIGTERM)
 
-    assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert next(watch).status == NOT_SERVING
     watch.cancel()
     assert in_flight.result().drained is False
     assert server.process.wait(10) == 0
     assert "grpc: stopped" in server.log_tail()
     stub.Open(pb.OpenRequest(), timeout=10)
+
+
+def test_health_follows_the_broker_and_calls_are_answered_meanwhile(
+    start_server,
+) -> None:  # type: ignore[no-untyped-def]
+    broker = RedisServer()  # a free port, nothing listening yet
+    try:
+        server = start_server(broker_url=broker.url, serving=False)
+        assert server.health_status() == NOT_SERVING
+        assert server.health_status(SERVICE) == NOT_SERVING
+        assert server.stub.State(pb.StateRequest(), timeout=10).state == "accepting"
+
+        broker.start()
+
+        wait_until(lambda: server.health_status() == SERVING, 10, message="SERVING")
+        assert server.health_status(SERVICE) == SERVING
+    finally:
+        broker.stop()
+        shutil.rmtree(broker.dir, ignore_errors=True)
 
 
 def test_server_recovers_when_its_database_connections_are_dropped(

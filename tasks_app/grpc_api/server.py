@@ -1,6 +1,7 @@
 """The gRPC server: the Scheduler service, the standard health service and reflection.
 
-Health is SERVING for ``""`` and ``scheduler.v1.Scheduler`` from start until SIGTERM;
+Health is SERVING for ``""`` and ``scheduler.v1.Scheduler`` while the database and the
+broker answer (the checks of HTTP's ``/readyz``, every few seconds), and until SIGTERM;
 closing the scheduler is no health change (a closed scheduler still answers every call).
 On SIGTERM health turns NOT_SERVING, new calls are refused, and calls in flight get up
 to the grace period to finish.
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 MESSAGE_HEADROOM_BYTES = 1024 * 1024
 DEFAULT_THREADS = 10
 DEFAULT_GRACE_SECONDS = 20.0
+DEFAULT_HEALTH_INTERVAL_SECONDS = 5.0
 
 
 def scheduler_descriptor() -> ServiceDescriptor:
@@ -55,6 +57,7 @@ class GrpcServer:
         max_request_bytes: int,
         descriptor: ServiceDescriptor | None = None,
         interceptors: Sequence[grpc.ServerInterceptor] | None = None,
+        health_interval_seconds: float | None = None,
     ) -> None:
         self.address = f"{host}:{port}"
         self.descriptor = descriptor or scheduler_descriptor()
@@ -77,6 +80,11 @@ class GrpcServer:
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.port = 0
+        self.probe = (
+            None
+            if health_interval_seconds is None
+            else ReadinessProbe(self, health_interval_seconds)
+        )
 
     def start(self) -> int:
         """Bind and serve; the bound port (useful with port 0)."""
@@ -98,8 +106,11 @@ class GrpcServer:
         )
         self.port = self.server.add_insecure_port(self.address)
         self.server.start()
-        for name in ("", service):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.probe is None:
+            self.set_serving(True)
+        else:
+            self.probe.check()  # before the first client asks, not a few seconds later
+            self.probe.start()
         log.info(
             "grpc: serving %s on %s (port %d)",
             service,
@@ -109,9 +120,22 @@ class GrpcServer:
         )
         return self.port
 
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", self.descriptor.full_name):
+            self.health.set(name, status)
+
     def stop(self, grace_seconds: float) -> None:
         """NOT_SERVING at once, then refuse new calls; those in flight may finish."""
+        # After this, the health servicer ignores every set(): the probe cannot turn a
+        # stopping server back to SERVING.
         self.health.enter_graceful_shutdown()
+        if self.probe is not None:
+            self.probe.stop()
         log.info(
             "grpc: stopping, health NOT_SERVING; calls in flight have %.0f s",
             grace_seconds,
@@ -121,11 +145,56 @@ class GrpcServer:
         log.info("grpc: stopped", extra={"event": "grpc_stopped"})
 
 
+class ReadinessProbe(threading.Thread):
+    """Asks the database and the broker every ``interval_seconds``; sets health by it."""
+
+    def __init__(self, server: GrpcServer, interval_seconds: float) -> None:
+        super().__init__(name="grpc-health-probe", daemon=True)
+        self.server = server
+        self.interval_seconds = interval_seconds
+        self.stopping = threading.Event()
+        self.ready: bool | None = None
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval_seconds):
+            self.check()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def check(self) -> None:
+        from django.db import connections
+
+        from ..health import check_broker, check_database
+
+        try:
+            failed = [c for c in (check_database(), check_broker()) if not c.ok]
+        finally:
+            # Not a thread of Django's: its connection is ours to close, or a database
+            # restart leaves it broken for every later probe.
+            connections.close_all()
+        ready = not failed
+        if ready != self.ready:
+            if ready:
+                log.info("grpc: health SERVING", extra={"event": "grpc_serving"})
+            else:
+                log.warning(
+                    "grpc: health NOT_SERVING (%s); calls are still answered, and the "
+                    "probe asks again in %.0f s",
+                    "; ".join(f"{c.name}: {c.detail}" for c in failed),
+                    self.interval_seconds,
+                    extra={"event": "grpc_not_serving"},
+                )
+            self.ready = ready
+            self.server.set_serving(ready)
+
+
 def serve(
     host: str,
     port: int,
     threads: int = DEFAULT_THREADS,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    health_interval_seconds: float = DEFAULT_HEALTH_INTERVAL_SECONDS,
 ) -> None:
     """Serve this process's scheduler until SIGTERM or SIGINT, then drain and return."""
     from ..scheduler import get_scheduler
@@ -137,6 +206,7 @@ def serve(
         port=port,
         threads=threads,
         max_request_bytes=scheduler.max_request_bytes,
+        health_interval_seconds=health_interval_seconds,
     )
     stop_requested = threading.Event()
 

@@ -7,7 +7,12 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from tasks_app.grpc_api.server import DEFAULT_GRACE_SECONDS, DEFAULT_THREADS, serve
+from tasks_app.grpc_api.server import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_HEALTH_INTERVAL_SECONDS,
+    DEFAULT_THREADS,
+    serve,
+)
 
 
 class Command(BaseCommand):
@@ -41,10 +46,19 @@ class Command(BaseCommand):
             f"(default: {DEFAULT_GRACE_SECONDS:g})",
         )
 
+        parser.add_argument(
+            "--health-interval",
+            type=float,
+            default=DEFAULT_HEALTH_INTERVAL_SECONDS,
+            help="seconds between two checks of the database and broker behind the "
+            f"health service (default: {DEFAULT_HEALTH_INTERVAL_SECONDS:g})",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         serve(
             host=options["host"],
             port=options["port"],
             threads=options["threads"],
             grace_seconds=options["grace"],
+            health_interval_seconds=options["health_interval"],
         )
