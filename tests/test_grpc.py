@@ -27,6 +27,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from tasks_app.grpc_api.generated import scheduler_pb2 as pb
 from tasks_app.grpc_api.generated import scheduler_pb2_grpc as pb_grpc
+from tasks_app.grpc_api.interceptors import OPEN_SERVICES, service_of
+from tasks_app.grpc_api.server import GrpcServer
+from tasks_app.grpc_api.status import Failure, refusing_handler
 from tests.harness import (
     ROOT,
     Cluster,
@@ -601,3 +604,39 @@ def test_server_recovers_when_its_database_connections_are_dropped(
     assert status_of(stub, uuid) == "queued"
     assert add(stub, b"after the drop").created
     assert server.process.poll() is None
+
+
+class RefuseWithoutToken(grpc.ServerInterceptor):
+    """The shape of the authentication to come: a token, or the call is refused."""
+
+    def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
+        if service_of(details.method) in OPEN_SERVICES:
+            return continuation(details)
+        if dict(details.invocation_metadata).get("authorization") != "Bearer open":
+            return refusing_handler(Failure("unauthenticated", "send a token"))
+        return continuation(details)
+
+
+def test_an_interceptor_refuses_with_the_same_codes_and_leaves_health_open(
+    scheduler,
+) -> None:  # type: ignore[no-untyped-def]
+    server = GrpcServer(
+        scheduler,
+        host="127.0.0.1",
+        port=0,
+        max_request_bytes=MAX_REQUEST_BYTES,
+        interceptors=[RefuseWithoutToken()],
+    )
+    port = server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.SchedulerStub(channel)
+            error = rpc_error(lambda: stub.State(pb.StateRequest(), timeout=10))
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert error_code(error) == "unauthenticated"
+
+            health = health_pb2_grpc.HealthStub(channel)
+            answer = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert answer.status == SERVING
+    finally:
+        server.stop(1)
