@@ -1,0 +1,383 @@
+"""Figures only our platform has: recovery after kill -9, memory over many tasks and for
+one large request, the statements each task costs, and the admission rates.
+
+Each scenario starts workers of its own on fresh services (see ``run_system``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import workloads
+from bench.services import Services
+from bench.systems.ours import (
+    ECHO_PROCESSOR,
+    count_finished,
+    our_cluster,
+    setup_django,
+)
+from tests.harness import ROOT, Cluster, Worker, wait_until
+
+MiB = 1024 * 1024
+
+
+# --- recovery ---------------------------------------------------------------------------
+
+
+def _task_row(uuid: str) -> dict[str, Any]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT status, attempts, worker, extract(epoch FROM started_at)::float8 "
+            "FROM scheduler_task WHERE uuid = %s",
+            [uuid],
+        )
+        status, attempts, worker, started = cursor.fetchone()
+    return {
+        "status": status,
+        "attempts": attempts,
+        "worker": worker,
+        "started": started,
+    }
+
+
+def _busy(scheduler: Any, seconds: float, tag: str) -> tuple[str, dict[str, Any]]:
+    uuid = str(scheduler.add_task(workloads.request(seconds, tag, 0)))
+    wait_until(
+        lambda: _task_row(uuid)["status"] == "processing", 60, 0.05, "processing"
+    )
+    return uuid, _task_row(uuid)
+
+
+def _until_restarted(uuid: str, attempt: int, timeout: float) -> float:
+    """The database time the task's next attempt started."""
+    wait_until(
+        lambda: (
+            _task_row(uuid)["attempts"] > attempt
+            and _task_row(uuid)["status"] == "processing"
+        ),
+        timeout,
+        0.05,
+        "the task to run again",
+    )
+    return float(_task_row(uuid)["started"])
+
+
+def recovery(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+    """kill -9 of a whole busy worker (main process and pool) until its task runs again;
+    and, for comparison, of the pool child alone, which its own main process notices."""
+    cluster = our_cluster(env, tmp, cap)
+    setup_django(cluster)
+    from tasks_app.config import scheduler_config
+    from tasks_app.scheduler import get_scheduler
+
+    scheduler = get_scheduler()
+    lease_seconds = scheduler_config().lease_seconds
+    workers = {
+        name: cluster.start_worker(concurrency=cap // 2, name=name)
+        for name in ("a", "b")
+    }
+    trials: list[float] = []
+    try:
+        for trial in range(1 if quick else 2):
+            uuid, row = _busy(scheduler, 600, workloads.new_tag("kill"))
+            name = row["worker"].split("@", 1)[0]
+            victim = workers[name]
+            killed_at = time.time()
+            victim.kill()
+            trials.append(_until_restarted(uuid, row["attempts"], 60) - killed_at)
+            # Back to two live workers for the next trial.
+            workers[name] = cluster.start_worker(
+                concurrency=cap // 2, name=f"{name}{trial}"
+            )
+            _sweep(uuid)
+
+        uuid, row = _busy(scheduler, 600, workloads.new_tag("child"))
+        child_pid = int(row["worker"].rsplit(" pid ", 1)[1])
+        killed_at = time.time()
+        os.kill(child_pid, signal.SIGKILL)
+        child_seconds = _until_restarted(uuid, row["attempts"], 60) - killed_at
+    finally:
+        cluster.stop()
+    return {
+        "lease_seconds": lease_seconds,
+        "worker_kill_seconds": [round(t, 3) for t in trials],
+        "worker_kill_max_seconds": round(max(trials), 3),
+        "child_kill_seconds": round(child_seconds, 3),
+    }
+
+
+def _sweep(uuid: str) -> None:
+    """Let a long benchmark task end now, so it holds no slot in the next trial."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE scheduler_task SET status = 'error', lease_owner = '', "
+            "finished_at = now(), error = 'ended by the benchmark' WHERE uuid = %s",
+            [uuid],
+        )
+
+
+# --- memory over many tasks ---------------------------------------------------------
+
+
+def _tree_rss(pid: int) -> int:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.samples: list[tuple[float, int]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.samples.append((time.monotonic(), _tree_rss(self.pid)))
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    def peak_since(self, since: float) -> int:
+        return max((rss for at, rss in self.samples if at >= since), default=0)
+
+
+def _submit_all(scheduler: Any, tag: str, start: int, count: int) -> list[str]:
+    return [
+        str(scheduler.add_task(workloads.request(0, tag, i)))
+        for i in range(start, start + count)
+    ]
+
+
+def memory(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+    """Worker RSS (main process and children) over many no-op tasks: it must stay flat."""
+    total = 2_000 if quick else 10_000
+    warm = total // 10
+    cluster = our_cluster(env, tmp, cap, processor=ECHO_PROCESSOR)
+    setup_django(cluster)
+    from tasks_app.scheduler import get_scheduler
+
+    scheduler = get_scheduler()
+    worker = cluster.start_worker(concurrency=cap, name="mem")
+    tag = workloads.new_tag("mem")
+    try:
+        sampler = RssSampler(worker.pid)
+        sampler.start()
+        handles = _submit_all(scheduler, tag, 0, warm)
+        _wait_count(handles, 300)
+        time.sleep(1)
+        after_warm_up_at = time.monotonic()
+        after_warm_up = _tree_rss(worker.pid)
+
+        handles = _submit_all(scheduler, tag, warm, total - warm)
+        _wait_count(handles, 900)
+        time.sleep(1)
+        at_end = _tree_rss(worker.pid)
+        sampler.stop()
+        peak = sampler.peak_since(after_warm_up_at)
+        children = len(psutil.Process(worker.pid).children(recursive=True))
+    finally:
+        cluster.stop()
+    return {
+        "tasks": total,
+        "warm_up_tasks": warm,
+        "processes": 1 + children,
+        "rss_after_warm_up_mib": round(after_warm_up / MiB, 2),
+        "rss_end_mib": round(at_end / MiB, 2),
+        "rss_peak_after_warm_up_mib": round(peak / MiB, 2),
+        "growth_pct": round((at_end - after_warm_up) * 100 / after_warm_up, 2),
+        "peak_growth_pct": round((peak - after_warm_up) * 100 / after_warm_up, 2),
+    }
+
+
+def _wait_count(handles: list[str], timeout: float) -> None:
+    wait_until(
+        lambda: count_finished(handles) == len(handles), timeout, 0.5, "tasks done"
+    )
+
+
+# --- one large request ----------------------------------------------------------------
+
+
+def _peak_rss(pid: int) -> int:
+    """The kernel's high-water mark of a process's resident memory (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _helper(cluster: Cluster, *args: str) -> dict[str, Any]:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.big_request", *args],
+        cwd=ROOT,
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"bench.big_request {args[0]} failed:\n{completed.stderr}")
+    return dict(json.loads(completed.stdout.strip().splitlines()[-1]))
+
+
+def big_request(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+    """One 64 MiB request end to end: submitted by one process, echoed by a worker, its
+    result read back by another; the peak RSS of each of our processes against 4x."""
+    size = 64 * MiB
+    cluster = our_cluster(env, tmp, cap, processor=ECHO_PROCESSOR)
+    setup_django(cluster)
+    worker = cluster.start_worker(concurrency=cap, name="big")
+    try:
+        baseline = _worker_peaks(worker)
+        started = time.time()
+        submitted = _helper(cluster, "submit", str(size))
+        uuid = submitted["uuid"]
+        wait_until(lambda: count_finished([uuid]) == 1, 300, 0.1, "the large task")
+        row = _task_row(uuid)
+        finished = time.time()
+        read = _helper(cluster, "read", uuid, submitted["sha256"])
+        peaks = _worker_peaks(worker)
+    finally:
+        cluster.stop()
+    limit = 4 * size
+    processes = {
+        "submitter": submitted["peak_rss"],
+        "reader": read["peak_rss"],
+        **{f"worker {name}": rss for name, rss in peaks.items()},
+    }
+    return {
+        "request_mib": size // MiB,
+        "status": row["status"],
+        "result_matches": read["matches"],
+        "submit_seconds": submitted["seconds"],
+        "end_to_end_seconds": round(finished - started, 2),
+        "limit_mib": limit // MiB,
+        "peak_rss_mib": {name: round(rss / MiB, 1) for name, rss in processes.items()},
+        "idle_rss_mib": {
+            "submitter": round(submitted["rss_before"] / MiB, 1),
+            **{f"worker {name}": round(rss / MiB, 1) for name, rss in baseline.items()},
+        },
+        "max_peak_mib": round(max(processes.values()) / MiB, 1),
+        "max_peak_over_request": round(max(processes.values()) / size, 2),
+    }
+
+
+def _worker_peaks(worker: Worker) -> dict[str, int]:
+    peaks = {"main": _peak_rss(worker.pid)}
+    for index, pid in enumerate(sorted(worker.children())):
+        peaks[f"child {index + 1}"] = _peak_rss(pid)
+    return peaks
+
+
+# --- what each task costs in SQL --------------------------------------------------------
+
+
+def statements(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+    """SQL statements and bytes of SQL text for one admission and one task's run,
+    counted in this process on the real database (no worker, so nothing races)."""
+    cluster = our_cluster(env, tmp, cap)
+    setup_django(cluster)
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tasks_app import dispatch, leases, runner
+    from tasks_app.processors import EchoProcessor
+    from tasks_app.scheduler import get_scheduler
+
+    scheduler = get_scheduler()
+    dispatch.publish = lambda uuids: len(list(uuids))  # count SQL, not the broker
+    tag = workloads.new_tag("sql")
+    figures: dict[str, Any] = {}
+
+    def capture(label: str, action: Callable[[], object]) -> None:
+        with CaptureQueriesContext(connection) as queries:
+            action()
+        figures[label] = {
+            "statements": len(queries.captured_queries),
+            "sql_bytes": sum(len(q["sql"]) for q in queries.captured_queries),
+            "sql": [q["sql"][:160] for q in queries.captured_queries],
+        }
+
+    for i in range(3):
+        scheduler.add_task(workloads.request(0, tag, 100 + i))
+    capture("add_task_new", lambda: scheduler.add_task(workloads.request(0, tag, 0)))
+    capture(
+        "add_task_duplicate", lambda: scheduler.add_task(workloads.request(0, tag, 0))
+    )
+    processor = EchoProcessor()
+    held: dict[str, Any] = {}
+
+    def claim() -> None:
+        held["claim"] = leases.claim(
+            None, worker="bench", num_workers=cap, lease_seconds=15
+        )
+
+    def finish_and_take_next() -> None:
+        outcome = runner.execute(processor, held["claim"])
+        held["claim"] = leases.finish(
+            held["claim"], outcome, take_next=True, worker="bench", lease_seconds=15
+        )
+
+    capture("claim", claim)
+    capture("finish_and_take_next", finish_and_take_next)
+    figures["large_insert_sql_bytes_per_request_byte"] = _client_side_inflation()
+    return figures
+
+
+def _client_side_inflation() -> float:
+    """How many bytes of SQL text one byte of request becomes with client-side binding."""
+    from django.db import connection
+
+    payload = os.urandom(MiB)
+    with connection.cursor() as cursor:
+        sql = cursor.mogrify("SELECT %s", [payload])
+    return round(len(sql) / len(payload), 3)
+
+
+# --- admission rates (another engineer's module) -------------------------------------
+
+
+def admission(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+    """HTTP and gRPC admissions per second, new and duplicate (bench.grpc_http_rates)."""
+    cluster = our_cluster(env, tmp, cap)
+    setup_django(cluster)
+    from bench import grpc_http_rates  # type: ignore[attr-defined]
+
+    return dict(grpc_http_rates.run(quick))
+
+
+SCENARIOS: dict[str, Callable[[Services, Path, int, bool], dict[str, Any]]] = {
+    "ours_recovery": recovery,
+    "ours_memory": memory,
+    "ours_big_request": big_request,
+    "ours_statements": statements,
+    "ours_admission": admission,
+}

@@ -1,0 +1,273 @@
+"""The table of figures, the ratios of ours to each baseline, and the targets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+BASELINES = [
+    "celery_redis",
+    "celery_dcr_stock",
+    "celery_dcr_reused",
+    "procrastinate",
+    "dramatiq",
+]
+PG_BACKED = ["celery_dcr_stock", "celery_dcr_reused", "procrastinate"]
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    path: tuple[str, ...]
+    higher_is_better: bool
+    digits: int
+
+
+ROWS = [
+    Row("utilization, 50 ms tasks", ("util_50ms", "utilization"), True, 3),
+    Row("utilization, 1 s tasks", ("util_1s", "utilization"), True, 3),
+    Row("round trip p50 (ms)", ("round_trip", "p50_ms"), False, 2),
+    Row("round trip p99 (ms)", ("round_trip", "p99_ms"), False, 2),
+    Row("burst (tasks/s)", ("burst", "tasks_per_second"), True, 0),
+    Row("burst submit (tasks/s)", ("burst", "submit_per_second"), True, 0),
+    Row("burst, 1 client (tasks/s)", ("burst_one_client", "tasks_per_second"), True, 0),
+]
+
+
+def figure(results: dict[str, Any], system: str, path: tuple[str, ...]) -> Any:
+    value: Any = results.get(system, {}).get("figures")
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _cell(value: Any, digits: int) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _ratio(ours: Any, other: Any) -> str:
+    if not ours or not other:
+        return ""
+    return f" ({ours / other:.2f}x)"
+
+
+def table(results: dict[str, Any]) -> str:
+    """Markdown: one row per figure, ours first, each baseline with ours / baseline."""
+    systems = ["ours", *[s for s in BASELINES if s in results]]
+    lines = [
+        "| figure | " + " | ".join(systems) + " |",
+        "| --- |" + " --- |" * len(systems),
+    ]
+    for row in ROWS:
+        ours = figure(results, "ours", row.path)
+        cells = [_cell(ours, row.digits)]
+        for system in systems[1:]:
+            other = figure(results, system, row.path)
+            cells.append(_cell(other, row.digits) + _ratio(ours, other))
+        lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    http = figure(results, "ours", ("round_trip_http",))
+    if isinstance(http, dict) and "p50_ms" in http:
+        lines.append(
+            f"| round trip over HTTP p50 / p99 (ms) | {http['p50_ms']:.2f} / "
+            f"{http['p99_ms']:.2f} |" + " |" * (len(systems) - 1)
+        )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    check: Callable[[dict[str, Any]], tuple[bool | None, str]]
+
+
+def _min_over(results: dict[str, Any], systems: list[str], path: tuple[str, ...]):
+    values = [figure(results, s, path) for s in systems]
+    return [v for v in values if v is not None]
+
+
+def _util(
+    path: str, floor: float
+) -> Callable[[dict[str, Any]], tuple[bool | None, str]]:
+    def check(results: dict[str, Any]) -> tuple[bool | None, str]:
+        value = figure(results, "ours", (path, "utilization"))
+        if value is None:
+            return None, "not measured"
+        return value >= floor, f"{value:.3f}"
+
+    return check
+
+
+def _burst(results: dict[str, Any]) -> tuple[bool | None, str]:
+    ours = figure(results, "ours", ("burst", "tasks_per_second"))
+    celery = figure(results, "celery_redis", ("burst", "tasks_per_second"))
+    peers = _min_over(results, PG_BACKED, ("burst", "tasks_per_second"))
+    if ours is None or celery is None or not peers:
+        return None, "not measured"
+    ok = ours > max(peers) and ours >= 0.7 * celery
+    return (
+        ok,
+        f"{ours:.0f}/s vs best PG peer {max(peers):.0f}/s, {ours / celery:.2f}x Celery",
+    )
+
+
+def _rt_median(results: dict[str, Any]) -> tuple[bool | None, str]:
+    ours = figure(results, "ours", ("round_trip", "p50_ms"))
+    celery = figure(results, "celery_redis", ("round_trip", "p50_ms"))
+    if ours is None or celery is None:
+        return None, "not measured"
+    return (
+        ours <= 2 * celery,
+        f"{ours:.2f} ms = {ours / celery:.2f}x Celery's {celery:.2f}",
+    )
+
+
+def _rt_p99(results: dict[str, Any]) -> tuple[bool | None, str]:
+    ours = figure(results, "ours", ("round_trip", "p99_ms"))
+    peers = _min_over(results, PG_BACKED, ("round_trip", "p99_ms"))
+    if ours is None or not peers:
+        return None, "not measured"
+    return ours < min(peers), f"{ours:.2f} ms vs best PG peer {min(peers):.2f} ms"
+
+
+def _http_duplicates(results: dict[str, Any]) -> tuple[bool | None, str]:
+    figures = results.get("ours_admission", {}).get("figures") or {}
+    new = _find_rate(figures, "http", "new")
+    duplicate = _find_rate(figures, "http", "dup")
+    if new is None or duplicate is None:
+        return None, "not measured (bench/grpc_http_rates.py missing or no HTTP rates)"
+    return duplicate >= 2 * new, f"{duplicate:.0f}/s duplicates vs {new:.0f}/s new"
+
+
+RATE_WORDS = ("per_second", "per_s", "rps", "rate")
+
+
+def _find_rate(figures: Any, *words: str, prefix: str = "") -> float | None:
+    """A rate under a key path naming every word (the module's layout is its own)."""
+    if isinstance(figures, dict):
+        for key, value in figures.items():
+            found = _find_rate(value, *words, prefix=f"{prefix}.{key}".lower())
+            if found is not None:
+                return found
+        return None
+    if isinstance(figures, bool) or not isinstance(figures, int | float):
+        return None
+    named = all(word in prefix for word in words)
+    return float(figures) if named and any(w in prefix for w in RATE_WORDS) else None
+
+
+def _recovery(results: dict[str, Any]) -> tuple[bool | None, str]:
+    figures = results.get("ours_recovery", {}).get("figures")
+    if not figures:
+        return None, "not measured"
+    worst, lease = figures["worker_kill_max_seconds"], figures["lease_seconds"]
+    return worst <= lease + 2, f"{worst:.1f} s (lease {lease:g} s)"
+
+
+def _memory(results: dict[str, Any]) -> tuple[bool | None, str]:
+    figures = results.get("ours_memory", {}).get("figures")
+    if not figures:
+        return None, "not measured"
+    growth = figures["growth_pct"]
+    return growth < 5, f"{growth:+.2f}% over {figures['tasks']} tasks"
+
+
+def _big(results: dict[str, Any]) -> tuple[bool | None, str]:
+    figures = results.get("ours_big_request", {}).get("figures")
+    if not figures:
+        return None, "not measured"
+    ratio = figures["max_peak_over_request"]
+    return ratio < 4 and figures["result_matches"], (
+        f"max peak {figures['max_peak_mib']:.0f} MiB = {ratio:.2f}x the request"
+    )
+
+
+TARGETS = [
+    Target("utilization >= 0.95 at 50 ms", _util("util_50ms", 0.95)),
+    Target("utilization >= 0.99 at 1 s", _util("util_1s", 0.99)),
+    Target("burst above every PG-backed peer and >= 0.7x plain Celery", _burst),
+    Target("round-trip median <= 2x plain Celery's", _rt_median),
+    Target("round-trip p99 under every PG-backed peer's", _rt_p99),
+    Target("duplicates over HTTP >= 2x new", _http_duplicates),
+    Target("recovery within lease + 2 s", _recovery),
+    Target("worker RSS growth < 5%", _memory),
+    Target("64 MiB request: peak RSS < 4x in every process", _big),
+]
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    verdicts = []
+    for target in TARGETS:
+        ok, detail = target.check(results)
+        verdicts.append({"target": target.text, "met": ok, "detail": detail})
+    return verdicts
+
+
+def targets_table(verdicts: list[dict[str, Any]]) -> str:
+    marks = {True: "met", False: "MISSED", None: "n/a"}
+    lines = ["| target | verdict | measured |", "| --- | --- | --- |"]
+    for verdict in verdicts:
+        lines.append(
+            f"| {verdict['target']} | {marks[verdict['met']]} | {verdict['detail']} |"
+        )
+    return "\n".join(lines)
+
+
+def extras(results: dict[str, Any]) -> str:
+    """Our own scenarios, one line each."""
+    lines: list[str] = []
+    recovery = results.get("ours_recovery", {}).get("figures")
+    if recovery:
+        lines.append(
+            f"recovery: kill -9 of a busy worker -> task running again in "
+            f"{', '.join(f'{s:.1f}' for s in recovery['worker_kill_seconds'])} s "
+            f"(lease {recovery['lease_seconds']:g} s); kill -9 of its pool child alone: "
+            f"{recovery['child_kill_seconds']:.1f} s"
+        )
+    memory = results.get("ours_memory", {}).get("figures")
+    if memory:
+        lines.append(
+            f"memory: worker RSS ({memory['processes']} processes) "
+            f"{memory['rss_after_warm_up_mib']:.1f} MiB after {memory['warm_up_tasks']} "
+            f"tasks, {memory['rss_end_mib']:.1f} MiB after {memory['tasks']} "
+            f"({memory['growth_pct']:+.2f}%; peak {memory['rss_peak_after_warm_up_mib']:.1f}"
+            f" MiB, {memory['peak_growth_pct']:+.2f}%)"
+        )
+    big = results.get("ours_big_request", {}).get("figures")
+    if big:
+        peaks = ", ".join(
+            f"{name} {mib:.0f}" for name, mib in big["peak_rss_mib"].items()
+        )
+        lines.append(
+            f"64 MiB request: {big['status']} in {big['end_to_end_seconds']:.1f} s, "
+            f"result {'matches' if big['result_matches'] else 'DIFFERS'}; peak RSS MiB "
+            f"(limit {big['limit_mib']}): {peaks}"
+        )
+    sql = results.get("ours_statements", {}).get("figures")
+    if sql:
+        parts = [
+            f"{label} {sql[label]['statements']}"
+            for label in (
+                "add_task_new",
+                "add_task_duplicate",
+                "claim",
+                "finish_and_take_next",
+            )
+            if label in sql
+        ]
+        lines.append(
+            "SQL statements: " + ", ".join(parts) + "; a byte of bytea is "
+            f"{sql['large_insert_sql_bytes_per_request_byte']:.2f} bytes of SQL text"
+        )
+    admission = results.get("ours_admission", {}).get("figures")
+    if admission:
+        lines.append(f"admission rates: {json.dumps(admission, sort_keys=True)}")
+    for name, result in results.items():
+        if not result.get("ok"):
+            lines.append(f"FAILED {name}: {result.get('error')}")
+    return "\n".join(lines)
