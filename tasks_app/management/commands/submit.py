@@ -48,10 +48,13 @@ class Submission:
     inputs_by_task: dict[UUID, list[Input]] = field(default_factory=dict)
     deduplicated: list[tuple[Input, Admission]] = field(default_factory=list)
     refused: list[tuple[Input, str]] = field(default_factory=list)
+    created: int = 0
 
     def admitted(self, item: Input, admission: Admission) -> None:
         self.inputs_by_task.setdefault(admission.uuid, []).append(item)
-        if not admission.created:
+        if admission.created:
+            self.created += 1
+        else:
             self.deduplicated.append((item, admission))
 
 
@@ -199,11 +202,8 @@ class Command(BaseCommand):
                 time.sleep(QUEUE_FULL_RETRY_SECONDS)
 
     def report_submission(self, inputs: list[Input], submission: Submission) -> None:
-        new = len(submission.inputs_by_task) - len(
-            {admission.uuid for _, admission in submission.deduplicated}
-        )
         self.stdout.write(
-            f"{len(inputs)} files: {new} new tasks, "
+            f"{len(inputs)} files: {submission.created} new tasks, "
             f"{len(submission.deduplicated)} deduplicated, "
             f"{len(submission.refused)} refused"
         )
