@@ -90,18 +90,23 @@ class SchedulerServicer:
     def log_failure(
         self, rpc: Rpc, request: ProtoMessage, code: str, exc: Exception
     ) -> None:
-        task_uuid = getattr(request, "uuid", "") or "-"
+        task_uuid = str(getattr(request, "uuid", ""))
+        # The same words with and without a task, formatted only if the line is kept.
+        about = "rpc %s: task %s" if task_uuid else "rpc %s%s"
         extra = {"event": "grpc_error", "rpc": rpc.name, "code": code}
-        if task_uuid != "-":
+        if task_uuid:
             extra["task_uuid"] = task_uuid
         if code == "internal":
             log.error(
-                "rpc %s: task %s: failed: %r", rpc.name, task_uuid, exc, extra=extra
+                about + ": failed unexpectedly",
+                rpc.name,
+                task_uuid,
+                exc_info=exc,
+                extra=extra,
             )
-            log.debug("rpc %s: traceback", rpc.name, exc_info=exc)
         elif code == "unavailable":
             log.warning(
-                "rpc %s: task %s: %s; the next call reconnects",
+                about + ": %s; the next call reconnects",
                 rpc.name,
                 task_uuid,
                 exc,
@@ -109,7 +114,7 @@ class SchedulerServicer:
             )
         else:
             log.debug(
-                "rpc %s: task %s: refused (%s): %s",
+                about + ": refused (%s): %s",
                 rpc.name,
                 task_uuid,
                 code,
