@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
-from django.db import Error as DatabaseError
+from django.db import InterfaceError, OperationalError
 
 from ..errors import Refused, SchedulerError
 
@@ -67,7 +67,7 @@ def failure_of(exc: BaseException) -> Failure:
         return Failure("not_found", str(exc) or "not found")
     if isinstance(exc, ValueError):
         return Failure("bad_request", str(exc) or "bad request")
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, OperationalError | InterfaceError):
         # A restart or failover of PostgreSQL: the connection is dropped after the call
         # and the next one reconnects, so trying again soon is the right advice.
         return Failure(
