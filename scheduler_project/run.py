@@ -4,7 +4,8 @@ Starts web (gunicorn), gRPC, a Celery worker and, when the broker has fanout, Fl
 each with this process's environment. Ctrl-C or SIGTERM stops them all: SIGTERM goes to
 each process's main pid, and whatever is still running after RUN_STOP_GRACE_SECONDS
 (default 75) is killed with its process group. If any process exits, the others are
-stopped too, and the exit code is the first one's.
+stopped too. The exit code is 130 after Ctrl-C, 143 after SIGTERM, and otherwise that
+of the first process to exit.
 
 Ports: WEB_PORT (else PORT, else 8000), SCHEDULER_GRPC_PORT (50051), FLOWER_PORT (5555).
 """
@@ -133,7 +134,8 @@ class Supervisor(Manager):
     def __init__(self, grace_seconds: float) -> None:
         super().__init__()
         # honcho has no public way to choose how processes are signalled; this
-        # attribute is why requirements.txt keeps honcho below its next major version.
+        # attribute and ``_system_print`` are why requirements.txt keeps honcho below
+        # its next major version.
         self._procmgr = MainPidSignals()
         self.grace_seconds = grace_seconds
         self._stop_started: float | None = None
