@@ -185,6 +185,17 @@ def test_web_probes_use_healthz_and_readyz_with_an_allowed_host() -> None:
         assert host in allowed, f"{probe} sends Host {host}, which Django refuses"
 
 
+def test_web_accepts_its_pod_ip_for_the_metrics_scrape() -> None:
+    env = main_container("web")["env"]
+    names = [variable["name"] for variable in env]
+    # The kubelet expands $(VAR) only over variables defined before this one.
+    assert names.index("POD_IP") < names.index("DJANGO_ALLOWED_HOSTS")
+    (hosts,) = [v["value"] for v in env if v["name"] == "DJANGO_ALLOWED_HOSTS"]
+    assert hosts == "$(DJANGO_ALLOWED_HOSTS),$(POD_IP)"
+    pod_ip = env[names.index("POD_IP")]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert pod_ip == "status.podIP"
+
+
 def test_grpc_probes_use_the_standard_health_service_on_the_grpc_port() -> None:
     container = main_container("grpc")
     port = int(config_map()["SCHEDULER_GRPC_PORT"])
