@@ -196,13 +196,17 @@ def test_web_accepts_its_pod_ip_for_the_metrics_scrape() -> None:
     assert pod_ip == "status.podIP"
 
 
-def test_grpc_probes_use_the_standard_health_service_on_the_grpc_port() -> None:
+def test_grpc_readiness_uses_the_standard_health_service_and_liveness_the_port() -> (
+    None
+):
+    """Health follows the database and the broker: an outage must not restart pods."""
     container = main_container("grpc")
     port = int(config_map()["SCHEDULER_GRPC_PORT"])
-    assert container["ports"][0]["containerPort"] == port
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        assert container[probe]["grpc"]["port"] == port
-    assert container["readinessProbe"]["grpc"]["service"] == "scheduler.v1.Scheduler"
+    assert container["ports"] == [{"name": "grpc", "containerPort": port}]
+    readiness = container["readinessProbe"]["grpc"]
+    assert readiness == {"port": port, "service": "scheduler.v1.Scheduler"}
+    for probe in ("livenessProbe", "startupProbe"):
+        assert container[probe]["tcpSocket"]["port"] == "grpc"
 
 
 def test_worker_probes_read_the_heartbeat_file_without_the_broker() -> None:
