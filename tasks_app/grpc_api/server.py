@@ -104,12 +104,15 @@ class GrpcServer:
             self.server,
             pool=self.descriptor.file.pool,
         )
-        self.port = self.server.add_insecure_port(self.address)
-        self.server.start()
+        # Health is settled before the port opens: the servicer starts with "" SERVING,
+        # which a server whose database is down must not answer even once.
         if self.probe is None:
             self.set_serving(True)
         else:
-            self.probe.check()  # before the first client asks, not a few seconds later
+            self.probe.check()
+        self.port = self.server.add_insecure_port(self.address)
+        self.server.start()
+        if self.probe is not None:
             self.probe.start()
         log.info(
             "grpc: serving %s on %s (port %d)",
