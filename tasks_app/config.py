@@ -36,6 +36,12 @@ class SchedulerConfig:
         for name in ("task_time_limit_seconds", "lease_seconds"):
             if getattr(self, name) <= 0:
                 raise ImproperlyConfigured(f"{name} must be positive")
+        if self.lease_seconds < 4 * self.reconcile_interval_seconds:
+            raise ImproperlyConfigured(
+                f"SCHEDULER_LEASE_SECONDS={self.lease_seconds:g} must be at least four "
+                f"lease keeper ticks (SCHEDULER_RECONCILE_INTERVAL="
+                f"{self.reconcile_interval_seconds:g}): leases are renewed every quarter"
+            )
         if self.retention_days < 0:
             raise ImproperlyConfigured("SCHEDULER_RETENTION_DAYS must be 0 or more")
 

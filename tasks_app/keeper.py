@@ -14,8 +14,9 @@ tick it:
 6. touches the heartbeat file that the worker's liveness probe reads.
 
 Each step is safe on every replica at once, so no separate periodic scheduler exists.
-If the database cannot be reached for almost a lease, the keeper kills the children that
-hold leases: their tasks are about to run elsewhere, and the cap must hold.
+If leases go unrenewed for almost a lease (the database is unreachable), a second thread
+kills the children that hold them: their tasks are about to run elsewhere, and the cap
+must hold.
 """
 
 from __future__ import annotations
@@ -62,10 +63,14 @@ class LeaseKeeper(threading.Thread):
         self.boot = leases.boot_id()
         # Not ``_stop``: that is a method of Thread that ``join()`` calls.
         self._stopping = threading.Event()
-        self._last_renewal = time.monotonic()
-        self._last_ok = time.monotonic()
+        # When the last successful renewal began: every lease this keeper renews runs
+        # until at least that moment plus the lease, on the database clock.
+        self._last_renewal = 0.0
         self._last_retention = 0.0
-        self._owners_seen: set[str] = set()
+        self._owners: set[str] = set()
+        self._fence = threading.Thread(
+            target=self._watch, name="lease-fence", daemon=True
+        )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -77,21 +82,19 @@ class LeaseKeeper(threading.Thread):
             self.config.lease_seconds,
             self.config.reconcile_interval_seconds,
         )
+        self._fence.start()
         while not self._stopping.wait(self.config.reconcile_interval_seconds):
             try:
                 close_old_connections()
                 self.tick()
-                self._last_ok = time.monotonic()
             except Exception:
                 log.exception("lease keeper tick failed; trying again next tick")
-                self._fence_if_cut_off()
                 connections.close_all()
         connections.close_all()
 
     def tick(self) -> None:
         config = self.config
         held = leases.held_by_boot(self.boot, config.task_time_limit_seconds)
-        self._owners_seen = {lease.owner for lease in held}
         alive = live_pids()
         renewable: list[str] = []
         for lease in held:
@@ -109,11 +112,12 @@ class LeaseKeeper(threading.Thread):
                 renewable.append(lease.owner)
 
         now = time.monotonic()
-        if renewable and now - self._last_renewal >= config.lease_seconds / 3:
+        # A quarter of the lease: the fence below acts at the lease less a tick, so the
+        # longest gap between renewals (a quarter plus a tick) stays well inside it.
+        if renewable and now - self._last_renewal >= config.lease_seconds / 4:
             leases.renew(sorted(set(renewable)), config.lease_seconds)
             self._last_renewal = now
-        elif not renewable:
-            self._last_renewal = 0.0
+        self._owners = set(renewable)
 
         leases.recover_expired(config.max_attempts)
         leases.redispatch_stale(
@@ -143,22 +147,32 @@ class LeaseKeeper(threading.Thread):
             f"the processor ran longer than SCHEDULER_TASK_TIME_LIMIT={limit:g} s and was stopped",
         )
 
-    def _fence_if_cut_off(self) -> None:
-        """Without the database no lease is renewed: stop before another worker starts."""
-        cut_off = time.monotonic() - self._last_ok
-        if not self._owners_seen or cut_off < self.config.lease_seconds * 0.8:
-            return
-        for owner in self._owners_seen:
-            pid = int(owner.rsplit(":", 1)[1])
-            if pid == os.getpid():
+    def _watch(self) -> None:
+        """Kill the pool processes whose leases are about to lapse unrenewed.
+
+        A separate thread that touches no database, so that a tick stuck on an
+        unreachable database cannot keep it from acting. Once a lease lapses, the task
+        runs elsewhere: the process still running it must be gone before then, or the
+        cap would not hold.
+        """
+        interval = self.config.reconcile_interval_seconds
+        deadline = self.config.lease_seconds - interval - 0.5
+        while not self._stopping.wait(interval):
+            owners = self._owners
+            unrenewed = time.monotonic() - self._last_renewal
+            if not owners or unrenewed < deadline:
                 continue
-            log.error(
-                "no database for %.1f s: killing pool process %d so that its task, which "
-                "will run elsewhere once its lease expires, does not run twice at once",
-                cut_off,
-                pid,
-                extra={"event": "fenced"},
-            )
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self._owners_seen = set()
+            for owner in owners:
+                pid = int(owner.rsplit(":", 1)[1])
+                if pid == os.getpid():
+                    continue
+                log.error(
+                    "leases unrenewed for %.1f s (no database?): killing pool process "
+                    "%d, whose task will run elsewhere once its lease lapses",
+                    unrenewed,
+                    pid,
+                    extra={"event": "fenced"},
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self._owners = set()

@@ -7,8 +7,11 @@ outcome, and hand the slot straight to the next queued task without a broker rou
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
+
+from django.db import connections
 
 from . import leases
 from .interfaces import Processor
@@ -47,21 +50,53 @@ def run(
     ran: list[str] = []
     claim: leases.Claim | None = first
     while claim is not None:
+        current = claim
         started = time.monotonic()
-        outcome = execute(processor, claim)
+        outcome = execute(processor, current)
         log.debug(
             "task %s: processor returned after %.3f s",
-            claim.uuid,
+            current.uuid,
             time.monotonic() - started,
-            extra={"task_uuid": claim.uuid, "event": "processed"},
+            extra={"task_uuid": current.uuid, "event": "processed"},
         )
-        ran.append(claim.uuid)
-        claim = leases.finish(
-            claim,
-            outcome,
-            take_next=not should_stop(),
-            worker=worker,
-            lease_seconds=lease_seconds,
-            using=using,
-        )
+        ran.append(current.uuid)
+        try:
+            claim = leases.finish(
+                current,
+                outcome,
+                take_next=not should_stop(),
+                worker=worker,
+                lease_seconds=lease_seconds,
+                using=using,
+            )
+        except Exception:
+            _give_up(current, using)
+            raise
     return ran
+
+
+def _give_up(claim: leases.Claim, using: str) -> None:
+    """The outcome could not be recorded: let the task go back to the queue.
+
+    While this process lives its lease keeper renews the lease, so a task left behind
+    here would hold its slot until the time limit. End the lease now; if even that
+    fails (the database is gone), end the process, whose lease the keeper then ends.
+    """
+    log.exception(
+        "task %s: the outcome of attempt %d could not be recorded; the task goes back "
+        "to the queue and runs again",
+        claim.uuid,
+        claim.attempt,
+        extra={"task_uuid": claim.uuid, "event": "outcome_lost"},
+    )
+    try:
+        connections[using].close()
+        leases.expire(claim.uuid, claim.owner, using=using)
+    except Exception:
+        log.critical(
+            "task %s: cannot reach the database to give the task back; this pool "
+            "process exits so that its lease ends",
+            claim.uuid,
+            extra={"task_uuid": claim.uuid, "event": "outcome_lost_exit"},
+        )
+        os._exit(70)

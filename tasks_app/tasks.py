@@ -23,6 +23,8 @@ def run_task(self: Any, uuid: str) -> dict[str, list[str]]:
     message.
     """
     config = scheduler_config()
+    # Built before any claim: a processor that cannot be built must not hold a slot.
+    processor = load_processor(config.processor)
     worker = f"{self.request.hostname or 'worker'} pid {os.getpid()}"
     claim = leases.claim(
         uuid,
@@ -34,7 +36,7 @@ def run_task(self: Any, uuid: str) -> dict[str, list[str]]:
         raise Ignore()
     ran = runner.run(
         claim,
-        load_processor(config.processor),
+        processor,
         worker=worker,
         lease_seconds=config.lease_seconds,
         should_stop=shutdown.requested,

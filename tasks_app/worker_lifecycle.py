@@ -11,9 +11,12 @@ from typing import Any
 
 from celery import signals
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from . import leases, shutdown
+from .config import scheduler_config
 from .keeper import LeaseKeeper
+from .processors import load_processor
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,13 @@ _keeper: LeaseKeeper | None = None
 
 @signals.worker_init.connect
 def on_worker_init(**_: Any) -> None:
+    # A worker that cannot build its processor would claim tasks only to fail them:
+    # refuse to start instead, with the reason, so that the deployment shows it.
+    try:
+        load_processor(scheduler_config().processor)
+    except ImproperlyConfigured as exc:
+        log.critical("worker cannot start: %s", exc)
+        raise SystemExit(f"worker cannot start: {exc}") from exc
     # Before the pool forks: the children inherit the boot id and the shutdown flag.
     leases.new_boot()
     shutdown.prepare()

@@ -63,3 +63,17 @@ def test_hung_processor_is_stopped_at_the_time_limit(
     wait_until(lambda: finished(scheduler, after), 30, message="next task")
     assert scheduler.get_task(after).status == TaskStatus.DONE
     assert worker.process.poll() is None
+
+
+def test_worker_with_a_processor_it_cannot_build_refuses_to_start(
+    cluster: Cluster, scheduler
+) -> None:  # type: ignore[no-untyped-def]
+    uuid = scheduler.add_task(task_request(id="waits for a good worker"))
+    cluster.configure(scheduler_processor="no_such_module:Nothing")
+    broken = cluster.start_worker(concurrency=1, wait=False)
+
+    assert broken.wait(60) != 0
+    assert "cannot import 'no_such_module'" in broken.log_tail(80)
+    # It claimed nothing: the task waits, untouched, for a worker that can run it.
+    task = scheduler.get_task(uuid)
+    assert task.status == TaskStatus.QUEUED and task.attempts == 0
