@@ -13,6 +13,7 @@ import uuid as uuid_module
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Subquery
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -85,16 +86,54 @@ def is_closed(using: str) -> bool:
     return SchedulerSwitch.objects.using(using).filter(pk=1, closed=True).exists()
 
 
-def _existing(request_hash_hex: str, using: str) -> Admission | None:
+@dataclass(frozen=True, slots=True)
+class _Survey:
+    closed: bool
+    existing: Admission | None
+    queued: int
+
+
+def _survey(digest: str, using: str, *, count_queued: bool) -> _Survey:
+    """The closed flag, the task with this hash and the queue length, in one query.
+
+    One round trip matters here: every submission pays it, and a duplicate pays
+    nothing else. Under the admission lock it must be a statement of its own, issued
+    after the lock is taken, so that it sees every admission committed before.
+    """
+    tasks = TaskRecord.objects.using(using)
+    same_hash = tasks.filter(hash=digest).order_by()
+    columns: dict[str, Subquery] = {
+        "task_uuid": Subquery(same_hash.values("uuid")[:1]),
+        "task_status": Subquery(same_hash.values("status")[:1]),
+    }
+    if count_queued:
+        columns["queued"] = Subquery(
+            tasks.filter(status=Status.QUEUED)
+            .order_by()
+            .values("status")
+            .annotate(n=Count("uuid"))
+            .values("n")
+        )
     row = (
-        TaskRecord.objects.using(using)
-        .filter(hash=request_hash_hex)
-        .values_list("uuid", "status")
+        SchedulerSwitch.objects.using(using)
+        .filter(pk=1)
+        .annotate(**columns)
+        .values("closed", *columns)
         .first()
     )
-    if row is None:
-        return None
-    return Admission(str(row[0]), created=False, status=TaskStatus(row[1]))
+    if row is None:  # the switch row is made by a migration; tolerate its absence
+        SchedulerSwitch.objects.using(using).get_or_create(pk=1)
+        return _survey(digest, using, count_queued=count_queued)
+    existing = None
+    if row["task_uuid"] is not None:
+        existing = Admission(
+            str(row["task_uuid"]), created=False, status=TaskStatus(row["task_status"])
+        )
+    return _Survey(bool(row["closed"]), existing, int(row.get("queued") or 0))
+
+
+def _existing(request_hash_hex: str, using: str) -> Admission | None:
+    return _survey(request_hash_hex, using, count_queued=False).existing
 
 
 def admit(request: bytes, policy: AdmissionPolicy, using: str = "default") -> Admission:
@@ -105,11 +144,11 @@ def admit(request: bytes, policy: AdmissionPolicy, using: str = "default") -> Ad
     digest = request_hash(request)
 
     # The fast path: a duplicate needs no lock, and is answered even when the queue is full.
-    if is_closed(using):
+    survey = _survey(digest, using, count_queued=False)
+    if survey.closed:
         raise SchedulerClosed()
-    existing = _existing(digest, using)
-    if existing is not None:
-        return existing
+    if survey.existing is not None:
+        return survey.existing
 
     try:
         with transaction.atomic(using=using):
@@ -126,19 +165,18 @@ def admit(request: bytes, policy: AdmissionPolicy, using: str = "default") -> Ad
 def _insert_under_lock(
     request: bytes, digest: str, policy: AdmissionPolicy, using: str
 ) -> Admission:
-    switch = lock_switch(using)
-    if switch.closed:
+    lock_switch(using)
+    survey = _survey(digest, using, count_queued=True)
+    if survey.closed:
         raise SchedulerClosed()
-    existing = _existing(digest, using)
-    if existing is not None:
-        return existing
-    rows = TaskRecord.objects.using(using)
-    if rows.filter(status=Status.QUEUED).count() >= policy.queue_size:
+    if survey.existing is not None:
+        return survey.existing
+    if survey.queued >= policy.queue_size:
         raise QueueFull(policy.queue_size)
 
     uuid = str(uuid_module.uuid4())
     now = timezone.now()
-    rows.create(
+    TaskRecord.objects.using(using).create(
         uuid=uuid,
         hash=digest,
         status=Status.QUEUED,
