@@ -1,7 +1,9 @@
 """The two client processes of the large-request figure, each reporting its peak RSS.
 
 ``python -m bench.big_request submit SIZE`` submits SIZE random bytes through the
-Scheduler; ``read UUID SHA256`` reads the result back and checks it.
+Scheduler; ``read UUID SHA256`` reads the result back through the storage and checks it;
+``read-binary UUID SHA256`` reads it with a binary-format cursor instead (a proposal:
+the storage reads bytea in text format, as hex, today).
 """
 
 from __future__ import annotations
@@ -18,6 +20,18 @@ import psutil
 
 def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _read_binary(uuid: str) -> tuple[str, bytes | None]:
+    from django.db import connection
+
+    connection.ensure_connection()
+    with connection.connection.cursor(binary=True) as cursor:
+        cursor.execute(
+            "SELECT status, result FROM scheduler_task WHERE uuid = %s::uuid", [uuid]
+        )
+        status, result = cursor.fetchone()
+    return status, result
 
 
 def main() -> int:
@@ -39,7 +53,10 @@ def main() -> int:
         }
     else:
         uuid, digest = args
-        status, result = get_scheduler().storage.get_result(uuid)
+        if command == "read-binary":
+            status, result = _read_binary(uuid)
+        else:
+            status, result = get_scheduler().storage.get_result(uuid)
         answer = {
             "status": str(status),
             "matches": result is not None

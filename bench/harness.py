@@ -2,7 +2,8 @@
 
 Environment: ``BENCH_QUICK=1`` for a short run (CI keeps it from rotting; it asserts
 no times); ``BENCH_ONLY=ours,celery_redis`` to run some benchmarks only;
-``BENCH_RESULTS`` for another output file than ``bench/results/latest.json``.
+``BENCH_RESULTS`` for another output file than ``bench/results/latest.json``;
+``BENCH_PROFILE=1`` to add the profile of our worker and client (``bench.profile``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ STANDARD = [
     "procrastinate",
     "dramatiq",
 ]
-SCENARIOS = ["ours_recovery", "ours_memory", "ours_big_request", "ours_statements"]
+SCENARIOS = [
+    "ours_recovery",
+    "ours_memory",
+    "ours_big_request",
+    "ours_big_request_ssb",
+    "ours_statements",
+]
 # A benchmark that has not finished in this long has hung: it is stopped and reported.
 TIMEOUT_SECONDS = 1800
 
@@ -46,7 +53,9 @@ def benchmarks() -> list[str]:
     only = os.environ.get("BENCH_ONLY")
     if only:
         wanted = {name.strip() for name in only.split(",") if name.strip()}
-        names = [name for name in names if name in wanted]
+        return [name for name in [*names, "ours_profile"] if name in wanted]
+    if os.environ.get("BENCH_PROFILE", "") not in ("", "0"):
+        names.append("ours_profile")
     return names
 
 

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -170,10 +171,22 @@ class RssSampler(threading.Thread):
 
 
 def _submit_all(scheduler: Any, tag: str, start: int, count: int) -> list[str]:
-    return [
-        str(scheduler.add_task(workloads.request(0, tag, i)))
-        for i in range(start, start + count)
-    ]
+    with ThreadPoolExecutor(workloads.CLIENTS) as pool:
+        return list(
+            pool.map(
+                lambda i: str(scheduler.add_task(workloads.request(0, tag, i))),
+                range(start, start + count),
+            )
+        )
+
+
+def _rss_by_process(pid: int) -> dict[str, float]:
+    """RSS in MiB of the main process and of each child, children by pid order."""
+    root = psutil.Process(pid)
+    sizes = {"main": root.memory_info().rss / MiB}
+    for index, child in enumerate(sorted(root.children(), key=lambda p: p.pid)):
+        sizes[f"child {index + 1} (pid {child.pid})"] = child.memory_info().rss / MiB
+    return {name: round(size, 2) for name, size in sizes.items()}
 
 
 def memory(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
@@ -195,11 +208,13 @@ def memory(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
         time.sleep(1)
         after_warm_up_at = time.monotonic()
         after_warm_up = _tree_rss(worker.pid)
+        by_process_warm = _rss_by_process(worker.pid)
 
         handles = _submit_all(scheduler, tag, warm, total - warm)
         _wait_count(handles, 900)
         time.sleep(1)
         at_end = _tree_rss(worker.pid)
+        by_process_end = _rss_by_process(worker.pid)
         sampler.stop()
         peak = sampler.peak_since(after_warm_up_at)
         children = len(psutil.Process(worker.pid).children(recursive=True))
@@ -214,6 +229,8 @@ def memory(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
         "rss_peak_after_warm_up_mib": round(peak / MiB, 2),
         "growth_pct": round((at_end - after_warm_up) * 100 / after_warm_up, 2),
         "peak_growth_pct": round((peak - after_warm_up) * 100 / after_warm_up, 2),
+        "rss_by_process_after_warm_up_mib": by_process_warm,
+        "rss_by_process_end_mib": by_process_end,
     }
 
 
@@ -248,11 +265,15 @@ def _helper(cluster: Cluster, *args: str) -> dict[str, Any]:
     return dict(json.loads(completed.stdout.strip().splitlines()[-1]))
 
 
-def big_request(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+def big_request(
+    env: Services, tmp: Path, cap: int, quick: bool, server_side_binding: bool = False
+) -> dict[str, Any]:
     """One 64 MiB request end to end: submitted by one process, echoed by a worker, its
     result read back by another; the peak RSS of each of our processes against 4x."""
     size = 64 * MiB
     cluster = our_cluster(env, tmp, cap, processor=ECHO_PROCESSOR)
+    if server_side_binding:
+        cluster.configure(bench_server_side_binding=1)
     setup_django(cluster)
     worker = cluster.start_worker(concurrency=cap, name="big")
     try:
@@ -263,7 +284,8 @@ def big_request(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, An
         wait_until(lambda: count_finished([uuid]) == 1, 300, 0.1, "the large task")
         row = _task_row(uuid)
         finished = time.time()
-        read = _helper(cluster, "read", uuid, submitted["sha256"])
+        reader = "read-binary" if server_side_binding else "read"
+        read = _helper(cluster, reader, uuid, submitted["sha256"])
         peaks = _worker_peaks(worker)
     finally:
         cluster.stop()
@@ -369,15 +391,28 @@ def admission(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]
     """HTTP and gRPC admissions per second, new and duplicate (bench.grpc_http_rates)."""
     cluster = our_cluster(env, tmp, cap)
     setup_django(cluster)
+    os.environ["BENCH_LOG_DIR"] = str(tmp)
     from bench import grpc_http_rates  # type: ignore[attr-defined]
 
     return dict(grpc_http_rates.run(quick))
 
 
+def _profile(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+    from bench import profile
+
+    return profile.profile(env, tmp, cap, quick)
+
+
 SCENARIOS: dict[str, Callable[[Services, Path, int, bool], dict[str, Any]]] = {
+    "ours_profile": _profile,
     "ours_recovery": recovery,
     "ours_memory": memory,
     "ours_big_request": big_request,
+    # A measured proposal, not as shipped: psycopg's server-side binding for the writes,
+    # and the result read back with a binary-format cursor.
+    "ours_big_request_ssb": lambda env, tmp, cap, quick: big_request(
+        env, tmp, cap, quick, server_side_binding=True
+    ),
     "ours_statements": statements,
     "ours_admission": admission,
 }

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 BASELINES = [
@@ -218,6 +220,24 @@ def targets_table(verdicts: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _admission_line(figures: dict[str, Any]) -> str:
+    parts = []
+    for protocol in ("grpc", "http"):
+        rates = figures.get(protocol)
+        if not isinstance(rates, dict):
+            continue
+        named = [
+            f"{phase.replace('add_task_', '')} {rates[f'{phase}_per_second']:.0f}"
+            for phase in ("add_task_new", "add_task_duplicate", "get_task")
+            if isinstance(rates.get(f"{phase}_per_second"), int | float)
+        ]
+        parts.append(f"{protocol} " + ", ".join(named))
+    if not parts:
+        return f"admission rates: {json.dumps(figures, sort_keys=True)}"
+    connections = figures.get("setup", {}).get("connections", "?")
+    return f"admission (calls/s, {connections} connections): " + "; ".join(parts)
+
+
 def extras(results: dict[str, Any]) -> str:
     """Our own scenarios, one line each."""
     lines: list[str] = []
@@ -266,8 +286,25 @@ def extras(results: dict[str, Any]) -> str:
         )
     admission = results.get("ours_admission", {}).get("figures")
     if admission:
-        lines.append(f"admission rates: {json.dumps(admission, sort_keys=True)}")
+        lines.append(_admission_line(admission))
     for name, result in results.items():
         if not result.get("ok"):
             lines.append(f"FAILED {name}: {result.get('error')}")
     return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m bench.report [FILE]``: print the tables of a results file again."""
+    path = Path(argv[0]) if argv else Path(__file__).parent / "results" / "latest.json"
+    document = json.loads(path.read_text())
+    results = document["results"]
+    print(table(results))
+    print()
+    print(extras(results))
+    print()
+    print(targets_table(targets(results)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
