@@ -7,5 +7,6 @@ class TasksAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the system checks and the worker's start and shutdown handlers.
-        from . import checks, worker_lifecycle  # noqa: F401
+        # Registers the system checks and the worker's start and shutdown handlers,
+        # the check of SCHEDULER_RATE_LIMIT, and the admin page of API tokens.
+        from . import checks, ratelimit, tokens_admin, worker_lifecycle  # noqa: F401

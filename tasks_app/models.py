@@ -111,3 +111,46 @@ class SlotLock(models.Model):
 
     def __str__(self) -> str:
         return "slot lock"
+
+
+class ApiToken(models.Model):
+    """A bearer token of the HTTP and gRPC APIs; only the SHA-256 of it is kept.
+
+    ``manage.py create_token`` and the admin make them and show the token once.
+    """
+
+    name = models.CharField(max_length=100, blank=True, default="")
+    prefix = models.CharField(
+        max_length=16, help_text="the first characters of the token, to recognise it"
+    )
+    digest = models.CharField(
+        max_length=64, unique=True, help_text="SHA-256 of the token, lowercase hex"
+    )
+    scopes = models.CharField(
+        max_length=64, help_text="comma-separated: submit, read, operate"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "scheduler_api_token"
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        label = self.name or "unnamed"
+        return f"{label} ({self.prefix}…)"
+
+
+class RateCounter(models.Model):
+    """One fixed window of the per-token request rate, when the broker is not Redis."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    count = models.PositiveBigIntegerField(default=0)
+    # Seconds since the epoch, on the clock of the process that opened the window.
+    expires_at = models.FloatField()
+
+    class Meta:
+        db_table = "scheduler_rate_counter"
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count}"

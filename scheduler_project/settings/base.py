@@ -130,6 +130,28 @@ SCHEDULER_GRPC_PORT = env.int("SCHEDULER_GRPC_PORT", default=50051)
 SCHEDULER_RETENTION_DAYS = env.int("SCHEDULER_RETENTION_DAYS", default=0)
 # SCHEDULER_RECONCILE_INTERVAL: seconds between two passes of each worker's reconciler.
 SCHEDULER_RECONCILE_INTERVAL = env.float("SCHEDULER_RECONCILE_INTERVAL", default=1.0)
+# SCHEDULER_MAX_RESULT_BYTES: a larger result is not stored and its task is error.
+SCHEDULER_MAX_RESULT_BYTES = env.int(
+    "SCHEDULER_MAX_RESULT_BYTES", default=256 * 1024 * 1024
+)
+# SCHEDULER_RATE_LIMIT: requests per token, counted across every process, such as
+# "100/s" or "6000/m" ("a;b" for several); "off" for none. Only tokens are limited, so
+# with authentication off nothing is.
+SCHEDULER_RATE_LIMIT = env.str("SCHEDULER_RATE_LIMIT", default="100/s")
+# SCHEDULER_GRPC_TLS_CERT and SCHEDULER_GRPC_TLS_KEY: PEM files; with both, gRPC
+# serves TLS only. Neither: plaintext, for a mesh or an ingress that terminates TLS.
+SCHEDULER_GRPC_TLS_CERT = env.str("SCHEDULER_GRPC_TLS_CERT", default="")
+SCHEDULER_GRPC_TLS_KEY = env.str("SCHEDULER_GRPC_TLS_KEY", default="")
+
+# CommandProcessor's sandbox, for each call of the command:
+# SCHEDULER_COMMAND_ENV_ALLOW: the only environment variables it sees, comma-separated.
+SCHEDULER_COMMAND_ENV_ALLOW: list[str] = env.list(
+    "SCHEDULER_COMMAND_ENV_ALLOW", default=["PATH", "LANG"]
+)
+# SCHEDULER_COMMAND_CPU_SECONDS: CPU time (RLIMIT_CPU); 0 for no limit but the time limit.
+SCHEDULER_COMMAND_CPU_SECONDS = env.int("SCHEDULER_COMMAND_CPU_SECONDS", default=0)
+# SCHEDULER_COMMAND_MEMORY_BYTES: address space (RLIMIT_AS); 0 for no limit.
+SCHEDULER_COMMAND_MEMORY_BYTES = env.int("SCHEDULER_COMMAND_MEMORY_BYTES", default=0)
 
 # Django must not refuse a body that the scheduler would accept: the API checks the size
 # itself and answers 413, so Django's own limit sits just above ours.

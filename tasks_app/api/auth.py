@@ -2,25 +2,23 @@
 
 Scopes are ``submit`` (add tasks), ``read`` (tasks and the scheduler's state) and
 ``operate`` (close, open, retry). With ``SCHEDULER_AUTH_REQUIRED`` off, as in the
-development settings, every caller holds every scope.
+development settings, every caller holds every scope. The gRPC interceptor asks the
+same ``authorize``, so a token means the same over both, and shares one request rate.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
+from .. import ratelimit, tokens
 from ..errors import SchedulerError
+from ..tokens import Scope
 
-
-class Scope(enum.StrEnum):
-    SUBMIT = "submit"
-    READ = "read"
-    OPERATE = "operate"
+__all__ = ["Forbidden", "Principal", "Scope", "Unauthenticated", "authorize"]
 
 
 class Unauthenticated(SchedulerError):
@@ -37,10 +35,14 @@ class Forbidden(SchedulerError):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller a request was authorized as, and the scopes it holds."""
+    """The caller a request was authorized as, and the scopes it holds.
+
+    ``rate_key`` names whose request rate a call counts against: ``None`` for nobody.
+    """
 
     name: str
     scopes: frozenset[Scope]
+    rate_key: str | None = None
 
 
 OPEN_ACCESS = Principal("anyone (SCHEDULER_AUTH_REQUIRED is off)", frozenset(Scope))
@@ -52,12 +54,11 @@ def auth_required() -> bool:
 
 
 def principal_for_token(token: str) -> Principal | None:
-    """The principal a bearer token stands for, or ``None`` for an unknown token.
-
-    Tokens do not exist yet (``manage.py create_token`` is still to come), so with
-    authentication required every token is unknown and every scoped call answers 401.
-    """
-    return None
+    """The principal a bearer token stands for, or ``None`` for an unknown or revoked one."""
+    row = tokens.find_token(token)
+    if row is None:
+        return None
+    return Principal(str(row), tokens.scopes_of(row), rate_key=f"token:{row.pk}")
 
 
 def authorize(token: str | None, scope: Scope) -> Principal:
@@ -71,6 +72,10 @@ def authorize(token: str | None, scope: Scope) -> Principal:
     principal = principal_for_token(token)
     if principal is None:
         raise Unauthenticated("the bearer token is unknown or revoked")
+    # Every call of a known token counts, refused ones too: a token's rate is what
+    # it sends, and a flood of forbidden calls costs the service as much as any other.
+    if principal.rate_key is not None:
+        ratelimit.hit(principal.rate_key)
     if scope not in principal.scopes:
         raise Forbidden(f"this call needs a token with the {scope.value!r} scope")
     return principal

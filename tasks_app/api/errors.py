@@ -102,11 +102,14 @@ def _scheduler_error(exc: SchedulerError) -> JsonResponse:
     if isinstance(exc, WrongStatus):
         fields["status"] = exc.status
     retry_after = exc.retry_after_seconds if isinstance(exc, Refused) else None
+    # RFC 9110: a 401 names the scheme that would be accepted.
+    headers = {"WWW-Authenticate": "Bearer"} if http_status == 401 else None
     return error_response(
         exc.code,
         str(exc),
         http_status=http_status,
         retry_after_seconds=retry_after,
+        headers=headers,
         **fields,
     )
 

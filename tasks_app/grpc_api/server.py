@@ -4,7 +4,8 @@ Health is SERVING for ``""`` and ``scheduler.v1.Scheduler`` while the database a
 broker answer (the checks of HTTP's ``/readyz``, every few seconds), and until SIGTERM;
 closing the scheduler is no health change (a closed scheduler still answers every call).
 On SIGTERM health turns NOT_SERVING, new calls are refused, and calls in flight get up
-to the grace period to finish.
+to the grace period to finish. With SCHEDULER_GRPC_TLS_CERT and SCHEDULER_GRPC_TLS_KEY
+set, the port speaks TLS only.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import signal
 import threading
 from collections.abc import Sequence
 from concurrent import futures
+from pathlib import Path
 from types import FrameType
 
 import grpc
+from django.core.exceptions import ImproperlyConfigured
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -58,8 +61,10 @@ class GrpcServer:
         descriptor: ServiceDescriptor | None = None,
         interceptors: Sequence[grpc.ServerInterceptor] | None = None,
         health_interval_seconds: float | None = None,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.address = f"{host}:{port}"
+        self.credentials = credentials
         self.descriptor = descriptor or scheduler_descriptor()
         self.servicer = SchedulerServicer(scheduler, self.descriptor)
         max_message_bytes = max_request_bytes + MESSAGE_HEADROOM_BYTES
@@ -110,15 +115,19 @@ class GrpcServer:
             self.set_serving(True)
         else:
             self.probe.check()
-        self.port = self.server.add_insecure_port(self.address)
+        if self.credentials is None:
+            self.port = self.server.add_insecure_port(self.address)
+        else:
+            self.port = self.server.add_secure_port(self.address, self.credentials)
         self.server.start()
         if self.probe is not None:
             self.probe.start()
         log.info(
-            "grpc: serving %s on %s (port %d)",
+            "grpc: serving %s on %s (port %d, %s)",
             service,
             self.address,
             self.port,
+            "plaintext" if self.credentials is None else "TLS",
             extra={"event": "grpc_started", "port": self.port},
         )
         return self.port
@@ -192,6 +201,25 @@ class ReadinessProbe(threading.Thread):
             self.server.set_serving(ready)
 
 
+def tls_credentials(cert_path: str, key_path: str) -> grpc.ServerCredentials | None:
+    """Server credentials from PEM files; ``None`` when neither is set."""
+    if not cert_path and not key_path:
+        return None
+    if not cert_path or not key_path:
+        raise ImproperlyConfigured(
+            "gRPC TLS needs both SCHEDULER_GRPC_TLS_CERT and SCHEDULER_GRPC_TLS_KEY; "
+            "only one is set"
+        )
+    try:
+        certificate = Path(cert_path).read_bytes()
+        key = Path(key_path).read_bytes()
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"gRPC TLS: cannot read {exc.filename} ({exc.strerror})"
+        ) from exc
+    return grpc.ssl_server_credentials([(key, certificate)])
+
+
 def serve(
     host: str,
     port: int,
@@ -200,6 +228,8 @@ def serve(
     health_interval_seconds: float = DEFAULT_HEALTH_INTERVAL_SECONDS,
 ) -> None:
     """Serve this process's scheduler until SIGTERM or SIGINT, then drain and return."""
+    from django.conf import settings
+
     from ..scheduler import get_scheduler
 
     scheduler = get_scheduler()
@@ -210,6 +240,9 @@ def serve(
         threads=threads,
         max_request_bytes=scheduler.max_request_bytes,
         health_interval_seconds=health_interval_seconds,
+        credentials=tls_credentials(
+            settings.SCHEDULER_GRPC_TLS_CERT, settings.SCHEDULER_GRPC_TLS_KEY
+        ),
     )
     stop_requested = threading.Event()
 
