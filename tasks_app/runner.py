@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import connections
 
 from . import leases
@@ -33,6 +34,13 @@ def execute(processor: Processor, claim: leases.Claim) -> leases.Outcome:
         return leases.Outcome(
             Status.ERROR,
             error=f"the processor returned {type(result).__name__}, not bytes",
+        )
+    limit = settings.SCHEDULER_MAX_RESULT_BYTES
+    if len(result) > limit:
+        return leases.Outcome(
+            Status.ERROR,
+            error=f"the result of {len(result)} bytes is over the limit of {limit} "
+            "bytes (SCHEDULER_MAX_RESULT_BYTES); it was not stored",
         )
     return leases.Outcome(Status.DONE, result=bytes(result))
 
