@@ -425,3 +425,60 @@ class TcpProxy:
 
     def restore(self) -> None:
         self.start()
+
+
+class WebServer:
+    """gunicorn with the project's gunicorn.conf.py, on a free port, as one web replica."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "web") -> None:
+        self.env = env
+        self.name = name
+        self.port = free_port()
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> WebServer:
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [gunicorn, "scheduler_project.wsgi", "--workers", "2"],
+            cwd=ROOT,
+            env={**self.env, "PORT": str(self.port)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(
+            lambda: self.request("GET", "/healthz")[0] == 200,
+            60,
+            message=f"{self.name} to answer",
+        )
+        return self
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None
+    ) -> tuple[int, dict[str, object]]:
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except OSError:
+            return 0, {}
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.process = None
