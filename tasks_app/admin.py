@@ -1,7 +1,8 @@
-"""The admin: tasks to look at, and the scheduler's operations as actions.
+"""The admin: tasks to look at, and the scheduler's operations as actions and buttons.
 
-Nothing here writes a row: the actions call the Scheduler, like every other client.
-Request and result bytes are never loaded or shown, only their sizes.
+Nothing here writes a row: the actions and buttons call the Scheduler, like every other
+client. Request and result bytes are never loaded or shown, only their sizes. The
+scheduler page itself (``/admin/scheduler/``) is in ``dashboard_views``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.functional import cached_property
+from django.views.decorators.http import require_POST
 
 from .errors import Refused, SchedulerError, WrongStatus
 from .interfaces import UUID, State
@@ -35,6 +41,10 @@ else:
     _EventInline = admin.TabularInline
 
 
+# The admin's index links to the scheduler page.
+admin.site.index_template = "admin/tasks_app/index.html"
+
+
 def describe_state(state: State) -> str:
     return (
         f"Scheduler {state.state}: {state.queued} queued, {state.processing} "
@@ -42,10 +52,44 @@ def describe_state(state: State) -> str:
     )
 
 
+def switch_scheduler(request: HttpRequest, *, close: bool) -> None:
+    """Close or reopen through the Scheduler, and tell the operator what it says now."""
+    scheduler = get_scheduler()
+    try:
+        state = scheduler.close() if close else scheduler.open()
+    except SchedulerError as exc:
+        messages.error(request, str(exc))
+        return
+    log.info(
+        "scheduler %s in the admin by %s",
+        "closed" if close else "reopened",
+        request.user,
+        extra={"event": "admin_close" if close else "admin_open"},
+    )
+    messages.success(request, describe_state(state))
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most ``MAX_COUNT`` rows: an exact count of a large table is a scan.
+
+    Past the cap the list shows ``MAX_COUNT`` tasks and as many pages; a filter or a
+    search narrows it to an exact count again.
+    """
+
+    MAX_COUNT = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        rows: QuerySet[TaskRecord] = self.object_list  # type: ignore[assignment]
+        return rows.order_by()[: self.MAX_COUNT].count()
+
+
 class TaskEventInline(_EventInline):
     """What happened to a task beyond the normal path, oldest first; read-only."""
 
     model = TaskEvent
+    verbose_name = "attempt event"
+    verbose_name_plural = "attempt history: lost workers and time limits"
     fields = ("at", "attempt", "event", "worker", "detail")
     readonly_fields = fields
     extra = 0
@@ -80,9 +124,9 @@ class TaskRecordAdmin(_ModelAdmin):
     search_fields = ("uuid", "^hash")
     search_help_text = "A UUID or part of one, or the start of a hash."
     ordering = ("-created_at", "-uuid")
-    # The exact count of a large table costs a scan on every page; the filtered one is
-    # enough to page with.
+    # The exact count of a large table costs a scan on every page: count up to a cap.
     show_full_result_count = False
+    paginator = CappedCountPaginator
     fieldsets = (
         (None, {"fields": ("uuid", "status", "hash", "attempts", "worker")}),
         ("Sizes in bytes", {"fields": ("request_size", "result_size")}),
@@ -147,6 +191,63 @@ class TaskRecordAdmin(_ModelAdmin):
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(OPERATE_PERMISSION)
 
+    # --- the task page's retry button -------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        retry = path(
+            "<path:object_id>/retry/",
+            self.admin_site.admin_view(require_POST(self.retry_view)),
+            name="tasks_app_taskrecord_retry",
+        )
+        # Before the model's own routes, whose last one takes any path.
+        return [retry, *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            status = (
+                self.get_queryset(request)
+                .filter(pk=object_id)
+                .values_list("status", flat=True)
+                .first()
+            )
+        except ValidationError:  # not a UUID: Django's own view answers that
+            status = None
+        context = {
+            "show_retry": status == Status.ERROR
+            and self.has_operate_permission(request)
+        }
+        return super().change_view(
+            request, object_id, form_url, {**context, **(extra_context or {})}
+        )
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Queue the task in error again, through ``Scheduler.retry``."""
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        try:
+            task = get_scheduler().retry(UUID(object_id))
+        except SchedulerError as exc:  # not in error, closed, full, unknown
+            self.message_user(request, f"Not retried: {exc}", messages.ERROR)
+        else:
+            log.info(
+                "task %s: retry requested in the admin by %s",
+                task.uuid,
+                request.user,
+                extra={"task_uuid": task.uuid, "event": "admin_retry"},
+            )
+            self.message_user(
+                request, f"Task {task.uuid} is queued again.", messages.SUCCESS
+            )
+        return HttpResponseRedirect(
+            reverse("admin:tasks_app_taskrecord_change", args=[object_id])
+        )
+
     # --- actions ------------------------------------------------------------------------
 
     @admin.action(
@@ -189,28 +290,13 @@ class TaskRecordAdmin(_ModelAdmin):
     def close_scheduler(
         self, request: HttpRequest, queryset: QuerySet[TaskRecord]
     ) -> None:
-        self._switch(request, close=True)
+        switch_scheduler(request, close=True)
 
     @admin.action(description="Reopen the scheduler", permissions=["operate"])
     def reopen_scheduler(
         self, request: HttpRequest, queryset: QuerySet[TaskRecord]
     ) -> None:
-        self._switch(request, close=False)
-
-    def _switch(self, request: HttpRequest, *, close: bool) -> None:
-        scheduler = get_scheduler()
-        try:
-            state = scheduler.close() if close else scheduler.open()
-        except SchedulerError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return
-        log.info(
-            "scheduler %s in the admin by %s",
-            "closed" if close else "reopened",
-            request.user,
-            extra={"event": "admin_close" if close else "admin_open"},
-        )
-        self.message_user(request, describe_state(state), messages.SUCCESS)
+        switch_scheduler(request, close=False)
 
     # --- the list page --------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Counts the API's admissions, duplicates and refusals from its answers.
+    "tasks_app.metrics.middleware.AdmissionMetricsMiddleware",
     # Innermost, so that CommonMiddleware still sees a 404 and can append a slash.
     "tasks_app.api.middleware.JsonErrorMiddleware",
 ]
@@ -246,3 +248,7 @@ LOGGING = {
 # SCHEDULER_WORKER_HEARTBEAT_FILE: a file each worker's lease keeper touches every tick,
 # for a liveness probe that costs no broker round trip; empty for none.
 SCHEDULER_WORKER_HEARTBEAT_FILE = env.str("SCHEDULER_WORKER_HEARTBEAT_FILE", default="")
+# SCHEDULER_METRICS_PORT: the port on which a worker's main process serves the counters
+# of its pool processes (Prometheus text); 0 serves none. PROMETHEUS_MULTIPROC_DIR,
+# read by prometheus-client itself, must be set too for those of the pool processes.
+SCHEDULER_METRICS_PORT = env.int("SCHEDULER_METRICS_PORT", default=0)
