@@ -6,6 +6,7 @@ Connected in ``AppConfig.ready()``; the signals only fire in worker processes.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from celery import signals
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from . import leases, shutdown
+from . import leases, orphans, shutdown
 from .config import scheduler_config
 from .keeper import LeaseKeeper
 from .processors import load_processor
@@ -21,6 +22,7 @@ from .processors import load_processor
 log = logging.getLogger(__name__)
 
 _keeper: LeaseKeeper | None = None
+_main_pid: int | None = None
 
 
 @signals.worker_init.connect
@@ -35,6 +37,15 @@ def on_worker_init(**_: Any) -> None:
     # Before the pool forks: the children inherit the boot id and the shutdown flag.
     leases.new_boot()
     shutdown.prepare()
+    orphans.prepare_parent()
+    global _main_pid
+    _main_pid = os.getpid()
+
+
+@signals.worker_process_init.connect
+def on_worker_process_init(**_: Any) -> None:
+    if _main_pid is not None:
+        orphans.bind_child_to_parent(_main_pid)
 
 
 @signals.worker_ready.connect

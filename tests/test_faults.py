@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 
+import psutil
 import pytest
 from django.db import connection
 
@@ -339,3 +340,31 @@ def test_idle_worker_takes_short_tasks_while_another_runs_a_long_one(
     assert starts[0] - submitted <= 2, starts
     assert starts[1] - submitted <= 4, starts
     assert scheduler.get_task(long).status == TaskStatus.PROCESSING
+
+
+def test_pool_children_die_with_their_worker_main_process(
+    cluster: Cluster, scheduler: Scheduler
+) -> None:
+    cluster.configure(scheduler_num_workers=1)
+    doomed = cluster.start_worker(concurrency=1, name="doomed")
+    uuid = scheduler.add_task(task_request(id="orphaned", sleep=8))
+    wait_until(lambda: len(cluster.call_log.calls()) == 1, 30, message="first call")
+    [first] = cluster.call_log.calls()
+    cluster.start_worker(concurrency=1, name="survivor")
+
+    os.kill(doomed.pid, signal.SIGKILL)  # the main process only, not its group
+    wait_until(
+        lambda: (
+            not psutil.pid_exists(first.pid)
+            or psutil.Process(first.pid).status() == psutil.STATUS_ZOMBIE
+        ),
+        5,
+        interval=0.05,
+        message="the orphaned child to end",
+    )
+    orphan_gone_at = time.time()
+
+    wait_all_finished([uuid], 60, cluster)
+    second = cluster.call_log.calls()[1]
+    assert second.start > orphan_gone_at
+    assert scheduler.get_task(uuid).status == TaskStatus.DONE
