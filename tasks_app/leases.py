@@ -20,6 +20,7 @@ that no claim can slip between a "none free" answer and a release:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import uuid as uuid_module
@@ -30,6 +31,7 @@ from django.db.models import BooleanField, Case, QuerySet, When
 from django.db.models.functions import Now
 
 from .dispatch import publish_on_commit
+from .metrics import counters
 from .models import SlotLock, Status, TaskEvent, TaskRecord
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,10 @@ class Outcome:
     status: Status
     result: bytes | None = None
     error: str = ""
+
+
+def _took(duration_seconds: float | None) -> str:
+    return "time unknown" if duration_seconds is None else f"{duration_seconds:.3f} s"
 
 
 def _expiry(lease_seconds: float) -> Now:
@@ -148,8 +154,12 @@ def finish(
     worker: str,
     lease_seconds: float,
     using: str = "default",
+    duration_seconds: float | None = None,
 ) -> Claim | None:
     """Record the outcome of ``claim``; return the next task this slot runs, if any.
+
+    ``duration_seconds`` is how long the processor call took, for the log line and the
+    processing-time histogram.
 
     The write is guarded by the lease: if the task is no longer processing in this very
     attempt under this owner (its lease expired and it went back to the queue), the
@@ -181,16 +191,27 @@ def finish(
             )
             return None
         log.info(
-            "task %s: %s (attempt %d)%s",
+            "task %s: %s (attempt %d on %s, %s)%s",
             claim.uuid,
             outcome.status,
             claim.attempt,
+            worker,
+            _took(duration_seconds),
             f": {outcome.error[:200]}" if outcome.error else "",
             extra={
                 "task_uuid": claim.uuid,
                 "event": str(outcome.status),
                 "worker": worker,
+                "attempt": claim.attempt,
+                "duration_seconds": duration_seconds,
             },
+        )
+        # Counted once the outcome is committed: a rolled-back write recorded nothing.
+        transaction.on_commit(
+            functools.partial(
+                counters.count_finished, outcome.status.value, duration_seconds
+            ),
+            using=using,
         )
         if not take_next:
             lock_slots(using)
@@ -257,11 +278,13 @@ def held_by_boot(
 
 def expire(uuid: str, owner: str, using: str = "default") -> int:
     """End a lease now: its process is known dead, so there is no point waiting."""
-    return (
+    ended = (
         TaskRecord.objects.using(using)
         .filter(uuid=uuid, status=Status.PROCESSING, lease_owner=owner)
         .update(lease_expires_at=Now() - dt.timedelta(seconds=1))
     )
+    counters.count_recovery("released", ended)
+    return ended
 
 
 def fail_running(
@@ -287,6 +310,7 @@ def fail_running(
                 task_id=uuid, attempt=attempt, event="time_limit", detail=error
             )
     if failed:
+        counters.count_finished(Status.ERROR.value)
         log.error(
             "task %s: error: %s",
             uuid,
@@ -360,6 +384,11 @@ def recover_expired(
                 detail=detail,
             )
         publish_on_commit(requeue, using)
+    for _, status in recovered:
+        counters.count_lease_expiry(status.value)
+        if status == Status.ERROR:
+            counters.count_finished(status.value)
+    counters.count_recovery("requeued", len(requeue))
     return recovered
 
 
@@ -389,6 +418,7 @@ def redispatch_stale(
         if uuids:
             rows.filter(uuid__in=uuids).update(dispatched_at=Now())
             publish_on_commit(uuids, using)
+    counters.count_recovery("redispatched", len(uuids))
     for uuid in uuids:
         log.warning(
             "task %s: queued with a free slot and no message seen; published again",

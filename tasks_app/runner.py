@@ -61,10 +61,11 @@ def run(
         current = claim
         started = time.monotonic()
         outcome = execute(processor, current)
+        duration_seconds = time.monotonic() - started
         log.debug(
             "task %s: processor returned after %.3f s",
             current.uuid,
-            time.monotonic() - started,
+            duration_seconds,
             extra={"task_uuid": current.uuid, "event": "processed"},
         )
         ran.append(current.uuid)
@@ -76,6 +77,7 @@ def run(
                 worker=worker,
                 lease_seconds=lease_seconds,
                 using=using,
+                duration_seconds=duration_seconds,
             )
         except Exception:
             _give_up(current, using)
