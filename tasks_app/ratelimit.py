@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -226,16 +227,23 @@ class RateLimiter:
 
 _limiter: RateLimiter | None = None
 _limiter_source: tuple[str, str] | None = None
+# Threads of one process (gunicorn's, gRPC's) build the limiter once between them:
+# limits loads the redis client lazily, and two threads doing that at once fail.
+_limiter_lock = threading.Lock()
 
 
 def limiter() -> RateLimiter:
     """This process's limiter, rebuilt when the settings it came from change (tests)."""
     global _limiter, _limiter_source
     source = (settings.SCHEDULER_RATE_LIMIT, settings.CELERY_BROKER_URL)
-    if _limiter is None or source != _limiter_source:
-        _limiter = RateLimiter(parse_rates(source[0]), storage_for(source[1]))
-        _limiter_source = source
-    return _limiter
+    current = _limiter
+    if current is not None and source == _limiter_source:
+        return current
+    with _limiter_lock:
+        if _limiter is None or source != _limiter_source:
+            _limiter = RateLimiter(parse_rates(source[0]), storage_for(source[1]))
+            _limiter_source = source
+        return _limiter
 
 
 def hit(key: str) -> None:
