@@ -68,7 +68,8 @@ class LeaseKeeper(threading.Thread):
         self._last_renewal = 0.0
         self._last_retention = 0.0
         self._owners: set[str] = set()
-        self._fence = threading.Thread(
+        self._fence_lock = threading.Lock()
+        self._watcher = threading.Thread(
             target=self._watch, name="lease-fence", daemon=True
         )
 
@@ -82,7 +83,7 @@ class LeaseKeeper(threading.Thread):
             self.config.lease_seconds,
             self.config.reconcile_interval_seconds,
         )
-        self._fence.start()
+        self._watcher.start()
         while not self._stopping.wait(self.config.reconcile_interval_seconds):
             try:
                 close_old_connections()
@@ -94,6 +95,7 @@ class LeaseKeeper(threading.Thread):
 
     def tick(self) -> None:
         config = self.config
+        self._fence()
         held = leases.held_by_boot(self.boot, config.task_time_limit_seconds)
         alive = live_pids()
         renewable: list[str] = []
@@ -148,27 +150,37 @@ class LeaseKeeper(threading.Thread):
         )
 
     def _watch(self) -> None:
+        """The fence, on a thread that touches no database.
+
+        A tick stuck on an unreachable database cannot keep this thread from acting.
+        """
+        while not self._stopping.wait(self.config.reconcile_interval_seconds):
+            self._fence()
+
+    def _fence(self) -> None:
         """Kill the pool processes whose leases are about to lapse unrenewed.
 
-        A separate thread that touches no database, so that a tick stuck on an
-        unreachable database cannot keep it from acting. Once a lease lapses, the task
-        runs elsewhere: the process still running it must be gone before then, or the
-        cap would not hold.
+        Once a lease lapses, the task runs elsewhere: the process still running it must
+        be gone by then, or the cap would not hold. This runs first in every tick too,
+        so that a worker resumed after a freeze (SIGSTOP, a paused VM) stops its stale
+        processes before it learns that their tasks moved on.
         """
-        interval = self.config.reconcile_interval_seconds
-        deadline = self.config.lease_seconds - interval - 0.5
-        while not self._stopping.wait(interval):
+        deadline = (
+            self.config.lease_seconds - self.config.reconcile_interval_seconds - 0.5
+        )
+        with self._fence_lock:
             owners = self._owners
             unrenewed = time.monotonic() - self._last_renewal
             if not owners or unrenewed < deadline:
-                continue
+                return
             for owner in owners:
                 pid = int(owner.rsplit(":", 1)[1])
                 if pid == os.getpid():
                     continue
                 log.error(
-                    "leases unrenewed for %.1f s (no database?): killing pool process "
-                    "%d, whose task will run elsewhere once its lease lapses",
+                    "leases unrenewed for %.1f s (no database, or this worker was "
+                    "frozen): killing pool process %d, whose task runs elsewhere once "
+                    "its lease lapses",
                     unrenewed,
                     pid,
                     extra={"event": "fenced"},

@@ -368,3 +368,35 @@ def test_pool_children_die_with_their_worker_main_process(
     second = cluster.call_log.calls()[1]
     assert second.start > orphan_gone_at
     assert scheduler.get_task(uuid).status == TaskStatus.DONE
+
+
+def test_frozen_worker_resumed_after_its_lease_stops_its_stale_call(
+    cluster: Cluster, scheduler: Scheduler
+) -> None:
+    cluster.configure(scheduler_num_workers=1)
+    frozen = cluster.start_worker(concurrency=1, name="frozen")
+    uuid = scheduler.add_task(task_request(id="frozen", sleep=12))
+    wait_until(lambda: len(cluster.call_log.calls()) == 1, 30, message="first call")
+    [first] = cluster.call_log.calls()
+    cluster.start_worker(concurrency=1, name="thawed-out")
+
+    os.killpg(frozen.pid, signal.SIGSTOP)  # a paused VM, a stuck node
+    wait_until(lambda: len(cluster.call_log.calls()) == 2, 30, message="the retry")
+    os.killpg(frozen.pid, signal.SIGCONT)
+    resumed_at = time.time()
+    wait_until(
+        lambda: (
+            not psutil.pid_exists(first.pid)
+            or psutil.Process(first.pid).status() == psutil.STATUS_ZOMBIE
+        ),
+        5,
+        interval=0.05,
+        message="the stale call to be stopped",
+    )
+    assert time.time() - resumed_at < 2
+
+    wait_all_finished([uuid], 60, cluster)
+    row = TaskRecord.objects.get(uuid=uuid)
+    assert row.status == "done" and row.attempts == 2
+    assert row.worker.startswith("thawed-out@")
+    assert frozen.process.poll() is None, "the worker itself goes on"
