@@ -482,3 +482,21 @@ class WebServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
         self.process = None
+
+
+def wait_process_gone(pid: int, timeout: float, message: str) -> float:
+    """Wait until ``pid`` has exited (or is a zombie); return when that was seen."""
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(gone, timeout, interval=0.05, message=message)
+    return time.time()
+
+
+def broker_messages(redis_server: RedisServer, queue: str = "celery") -> int:
+    """How many messages wait in a Celery queue of this Redis."""
+    return int(redis_server.command("LLEN", queue).strip() or 0)

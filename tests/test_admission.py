@@ -16,16 +16,13 @@ from tasks_app.storage import DjangoTaskStorage
 from tests.harness import (
     Cluster,
     RedisServer,
+    broker_messages,
     submit_from_processes,
     task_request,
     wait_until,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def broker_messages(redis_server: RedisServer) -> int:
-    return int(redis_server.command("LLEN", "celery").strip() or 0)
 
 
 def test_identical_requests_from_many_processes_make_one_task(

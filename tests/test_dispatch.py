@@ -14,6 +14,7 @@ from tasks_app.scheduler import Scheduler
 from tests.harness import (
     Cluster,
     RedisServer,
+    broker_messages,
     free_port,
     submit_from_processes,
     task_request,
@@ -21,10 +22,6 @@ from tests.harness import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def broker_messages(redis_server: RedisServer) -> int:
-    return int(redis_server.command("LLEN", "celery").strip() or 0)
 
 
 class Rollback(Exception):

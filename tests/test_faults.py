@@ -14,7 +14,6 @@ import signal
 import threading
 import time
 
-import psutil
 import pytest
 from django.db import connection
 
@@ -22,7 +21,12 @@ from tasks_app.errors import SchedulerClosed
 from tasks_app.interfaces import TaskStatus
 from tasks_app.models import TaskEvent, TaskRecord
 from tasks_app.scheduler import Scheduler
-from tests.harness import Cluster, RedisServer, task_request, wait_until
+from tests.harness import (
+    Cluster,
+    RedisServer,
+    task_request,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -353,16 +357,7 @@ def test_pool_children_die_with_their_worker_main_process(
     cluster.start_worker(concurrency=1, name="survivor")
 
     os.kill(doomed.pid, signal.SIGKILL)  # the main process only, not its group
-    wait_until(
-        lambda: (
-            not psutil.pid_exists(first.pid)
-            or psutil.Process(first.pid).status() == psutil.STATUS_ZOMBIE
-        ),
-        5,
-        interval=0.05,
-        message="the orphaned child to end",
-    )
-    orphan_gone_at = time.time()
+    orphan_gone_at = wait_process_gone(first.pid, 5, "the orphaned child to end")
 
     wait_all_finished([uuid], 60, cluster)
     second = cluster.call_log.calls()[1]
@@ -384,16 +379,8 @@ def test_frozen_worker_resumed_after_its_lease_stops_its_stale_call(
     wait_until(lambda: len(cluster.call_log.calls()) == 2, 30, message="the retry")
     os.killpg(frozen.pid, signal.SIGCONT)
     resumed_at = time.time()
-    wait_until(
-        lambda: (
-            not psutil.pid_exists(first.pid)
-            or psutil.Process(first.pid).status() == psutil.STATUS_ZOMBIE
-        ),
-        5,
-        interval=0.05,
-        message="the stale call to be stopped",
-    )
-    assert time.time() - resumed_at < 2
+    stopped_at = wait_process_gone(first.pid, 5, "the stale call to be stopped")
+    assert stopped_at - resumed_at < 2
 
     wait_all_finished([uuid], 60, cluster)
     row = TaskRecord.objects.get(uuid=uuid)

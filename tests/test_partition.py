@@ -3,15 +3,18 @@ lapses, so that the retry elsewhere never runs beside it: the cap holds in a par
 
 from __future__ import annotations
 
-import time
-
 import psutil
 import pytest
 
 from tasks_app.interfaces import TaskStatus
 from tasks_app.models import TaskRecord
 from tasks_app.scheduler import Scheduler
-from tests.harness import Cluster, TcpProxy, task_request, wait_until
+from tests.harness import (
+    Cluster,
+    TcpProxy,
+    task_request,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,16 +37,9 @@ def test_worker_cut_off_from_the_database_stops_before_its_task_runs_elsewhere(
     cluster.start_worker(concurrency=1, name="healthy")
 
     proxy.cut()
-    wait_until(
-        lambda: (
-            not psutil.pid_exists(first.pid)
-            or psutil.Process(first.pid).status() == psutil.STATUS_ZOMBIE
-        ),
-        20,
-        interval=0.05,
-        message="the cut-off worker to stop its processor",
+    stopped_at = wait_process_gone(
+        first.pid, 20, "the cut-off worker to stop its processor"
     )
-    stopped_at = time.time()
 
     wait_until(lambda: len(cluster.call_log.calls()) == 2, 30, message="the retry")
     second = cluster.call_log.calls()[1]
