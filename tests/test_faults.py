@@ -25,6 +25,7 @@ from tests.harness import (
     Cluster,
     RedisServer,
     task_request,
+    wait_process_gone,
     wait_until,
 )
 

@@ -13,6 +13,7 @@ from tests.harness import (
     Cluster,
     TcpProxy,
     task_request,
+    wait_process_gone,
     wait_until,
 )
 
