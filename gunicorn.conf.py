@@ -3,13 +3,17 @@
 gunicorn reads this file from the working directory by itself, so the container and
 ``make run`` both start the web process as ``gunicorn scheduler_project.wsgi``.
 Overrides: PORT (the port, on every interface), WEB_CONCURRENCY (worker processes),
-GUNICORN_THREADS (threads per worker), and GUNICORN_CMD_ARGS for anything else.
+GUNICORN_THREADS (threads per worker), PROMETHEUS_MULTIPROC_DIR (where the workers keep
+their metrics; a folder of their own under the temporary directory by default), and
+GUNICORN_CMD_ARGS for anything else.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -44,6 +48,32 @@ errorlog = "-"
 # The heartbeat file of each worker: memory, not an overlay filesystem that can stall.
 if Path("/dev/shm").is_dir():
     worker_tmp_dir = "/dev/shm"
+
+
+def on_starting(server: Any) -> None:
+    """Give the workers an empty folder for their metrics, before the first one forks.
+
+    prometheus-client's multiprocess mode reads PROMETHEUS_MULTIPROC_DIR when a worker
+    first imports it, so the variable is set here, in the arbiter, whose environment
+    every worker inherits. The default folder is named after the bind address, so that
+    two web servers on one machine never add up each other's counts. Files of a
+    previous run are deleted: this run's counters start from zero.
+    """
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        address = re.sub(r"[^0-9A-Za-z.]+", "_", "-".join(server.cfg.bind))
+        folder = Path(tempfile.gettempdir()) / f"scheduler-metrics-web-{address}"
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker exited: its counters stay in the sum, its live gauges go."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def _mark_shutting_down() -> None:

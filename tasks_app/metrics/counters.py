@@ -11,6 +11,11 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 from ..interfaces import TaskStatus
+from . import files
+
+# In multiprocess mode the metrics below open their files as they are created: a folder
+# that does not exist yet would make this import fail in every process.
+files.ensure_directory()
 
 # An expensive processor: from a tenth of a second to the default time limit of an hour.
 PROCESSING_BUCKETS_SECONDS = (

@@ -32,6 +32,13 @@ def directory() -> Path | None:
     return Path(path) if path else None
 
 
+def ensure_directory() -> None:
+    """Create the folder if it is missing: prometheus-client would fail to open its files."""
+    folder = directory()
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+
+
 def file_pid(path: Path) -> int | None:
     """The pid in ``counter_123.db`` or ``gauge_livesum_123.db``."""
     _, _, pid = path.stem.rpartition("_")
