@@ -47,16 +47,23 @@ def parse_datetime(value: str) -> dt.datetime:
     except ValueError:
         raise BadRequest(f"{value!r} is not an ISO 8601 time") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed
-
-
-def _parse_hash(value: str) -> str:
-    return value.strip().lower()
+        return parsed.replace(tzinfo=dt.UTC)
+    # In UTC: PostgreSQL takes offsets up to 15:59 only, Python's go to 23:59.
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:
+        raise BadRequest(f"{value!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def _parse_text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: the query would fail in the driver, as a 500.
+    if "\x00" in value:
+        raise BadRequest("a find value cannot contain a NUL character")
     return value
+
+
+def _parse_hash(value: str) -> str:
+    return _parse_text(value).strip().lower()
 
 
 # key -> (model field, parser, whether order comparisons make sense)
