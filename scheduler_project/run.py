@@ -7,7 +7,10 @@ each process's main pid, and whatever is still running after RUN_STOP_GRACE_SECO
 stopped too. The exit code is 130 after Ctrl-C, 143 after SIGTERM, and otherwise that
 of the first process to exit.
 
-Ports: WEB_PORT (else PORT, else 8000), SCHEDULER_GRPC_PORT (50051), FLOWER_PORT (5555).
+Ports: WEB_PORT (else PORT, else 8000), SCHEDULER_GRPC_PORT (50051), FLOWER_PORT (5555),
+and SCHEDULER_METRICS_PORT (9808) for the worker's metrics. Web and the worker each keep
+their prometheus-client multiprocess files in a folder of their own under the data
+folder, so that neither reports the other's counts.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from honcho.manager import Manager
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_STOP_GRACE_SECONDS = 75.0
+DEFAULT_WORKER_METRICS_PORT = "9808"
+METRICS_FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,23 +81,33 @@ def process_specs(
     heartbeat = env.get("SCHEDULER_WORKER_HEARTBEAT_FILE") or str(
         data_dir / "worker.heartbeat"
     )
+    # Only web and the worker count; the others get no metrics folder at all.
+    plain = {k: v for k, v in env.items() if k != METRICS_FOLDER_VARIABLE}
+    metrics = data_dir / "metrics"
     specs = [
         ProcessSpec(
             "web",
             [python, "-m", "gunicorn", "scheduler_project.wsgi"],
-            {**env, "PORT": web_port},
+            {**plain, "PORT": web_port, METRICS_FOLDER_VARIABLE: str(metrics / "web")},
         ),
-        ProcessSpec("grpc", [python, "manage.py", "rungrpc"], env),
+        ProcessSpec("grpc", [python, "manage.py", "rungrpc"], plain),
         ProcessSpec(
             "worker",
             [*celery, "worker", "--loglevel", "INFO"],
-            {**env, "SCHEDULER_WORKER_HEARTBEAT_FILE": heartbeat},
+            {
+                **plain,
+                "SCHEDULER_WORKER_HEARTBEAT_FILE": heartbeat,
+                "SCHEDULER_METRICS_PORT": env.get(
+                    "SCHEDULER_METRICS_PORT", DEFAULT_WORKER_METRICS_PORT
+                ),
+                METRICS_FOLDER_VARIABLE: str(metrics / "worker"),
+            },
         ),
     ]
     if broker_has_fanout(broker_url):
         flower_port = env.get("FLOWER_PORT", "5555")
         specs.append(
-            ProcessSpec("flower", [*celery, "flower", f"--port={flower_port}"], env)
+            ProcessSpec("flower", [*celery, "flower", f"--port={flower_port}"], plain)
         )
     return specs
 
