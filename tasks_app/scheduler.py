@@ -15,6 +15,7 @@ until the transaction around it commits, and its message is only sent after that
 from __future__ import annotations
 
 import functools
+import math
 import time
 
 from . import admission
@@ -139,7 +140,8 @@ class Scheduler:
 
     def wait_drained(self, timeout: float) -> bool:
         """Block until closed with nothing queued or processing, or ``timeout`` seconds."""
-        if timeout < 0:
+        # NaN passes every comparison as False: it would never time out.
+        if math.isnan(timeout) or timeout < 0:
             raise BadRequest(f"timeout must be 0 or more seconds, not {timeout}")
         deadline = time.monotonic() + timeout
         while True:
