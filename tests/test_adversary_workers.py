@@ -1,0 +1,103 @@
+"""Workers in states the fault tests do not reach: frozen in part, or in another pool.
+
+The lease keeper in a worker's main process is what stops a call whose task must run
+elsewhere (a lease about to lapse, a time limit). These tests take that power away from
+it without killing the worker, and count the calls running at once across processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+
+from tasks_app.interfaces import TaskStatus
+from tasks_app.scheduler import Scheduler
+from tests.harness import Call, Cluster, task_request, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def running(call: Call) -> bool:
+    if call.end is not None:
+        return False
+    try:
+        return psutil.Process(call.pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a pool process stops only when its main process kills it: with the main "
+    "process stopped, its call runs on beside the retry (orphans.py watches death only)",
+)
+def test_call_of_a_worker_whose_main_process_is_stopped_never_runs_beside_its_retry(
+    cluster: Cluster, scheduler: Scheduler
+) -> None:
+    cluster.configure(scheduler_num_workers=1)
+    stuck = cluster.start_worker(concurrency=1, name="stuck")
+    cluster.start_worker(concurrency=1, name="healthy")
+    uuid = scheduler.add_task(task_request(id="main process stopped", sleep=10)).uuid
+    wait_until(lambda: len(cluster.call_log.calls()) == 1, 30, message="first call")
+
+    # The main process alone: its keeper and fence threads stop, its pool goes on.
+    os.kill(stuck.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: len(cluster.call_log.calls()) == 2, 30, message="the retry")
+        first, retry = cluster.call_log.calls()
+        first_running_at_retry = running(first)
+    finally:
+        os.kill(stuck.pid, signal.SIGCONT)
+
+    assert not first_running_at_retry, (
+        f"the retry (pid {retry.pid}) started while the first call (pid {first.pid}) "
+        "still ran: two calls at once with SCHEDULER_NUM_WORKERS=1"
+    )
+    wait_until(
+        lambda: scheduler.get_task(uuid).status == TaskStatus.DONE, 60, message="done"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the keeper cannot kill a call in its own process (keeper._stop_over_time "
+    "skips its pid) yet frees the slot; threads is not refused, solo exits at start "
+    "saying its main process is gone (orphans._watch_parent watches its own parent)",
+)
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_hung_call_in_a_pool_without_processes_never_runs_beside_the_next_task(
+    cluster: Cluster, scheduler: Scheduler, pool: str
+) -> None:
+    cluster.configure(scheduler_num_workers=1, scheduler_task_time_limit=2)
+    odd = cluster.start_worker(concurrency=1, name="odd", pool=pool, wait=False)
+    try:
+        odd.wait_ready()
+    except AssertionError:
+        # Refusing to start keeps the promise too, if the worker says why.
+        assert odd.process.poll() not in (None, 0), odd.log_tail()
+        refusals = [
+            line
+            for line in odd.log_tail(80).splitlines()
+            if "CRITICAL" in line and pool in line
+        ]
+        assert refusals, odd.log_tail(80)
+        return
+    hung = scheduler.add_task(task_request(hang=True)).uuid
+    wait_until(
+        lambda: scheduler.get_task(hung).status.is_finished, 30, message="time limit"
+    )
+    cluster.start_worker(concurrency=1, name="prefork")
+    after = scheduler.add_task(task_request(id="after the hang", sleep=1)).uuid
+    wait_until(
+        lambda: scheduler.get_task(after).status.is_finished, 30, message="the next"
+    )
+
+    first, second = cluster.call_log.calls()
+    assert scheduler.get_task(hung).status == TaskStatus.ERROR
+    assert not running(first), (
+        f"the hung call (pid {first.pid}) still runs after its task was marked error "
+        f"with 'was stopped', beside the next one (pid {second.pid})"
+    )
