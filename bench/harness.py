@@ -3,7 +3,8 @@
 Environment: ``BENCH_QUICK=1`` for a short run (CI keeps it from rotting; it asserts
 no times); ``BENCH_ONLY=ours,celery_redis`` to run some benchmarks only;
 ``BENCH_RESULTS`` for another output file than ``bench/results/latest.json``;
-``BENCH_PROFILE=1`` to add the profile of our worker and client (``bench.profile``).
+``BENCH_PROFILE=1`` to add the profile of our worker and client (``bench.profile``);
+``BENCH_MERGE=1`` to replace only the benchmarks run now in an existing results file.
 """
 
 from __future__ import annotations
@@ -141,6 +142,14 @@ def main() -> int:
         state = "ok" if results[name].get("ok") else results[name].get("error")
         print(f"bench: {name}: {state} in {results[name].get('seconds')} s", flush=True)
     document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    if os.environ.get("BENCH_MERGE", "") not in ("", "0") and RESULTS.exists():
+        # Re-run some benchmarks into an earlier file: each result keeps its own time
+        # and load average, and the file says which were merged in.
+        earlier = json.loads(RESULTS.read_text())
+        merged = earlier.get("merged", []) + sorted(results)
+        results = {**earlier.get("results", {}), **results}
+        document = {**document, "machine": earlier.get("machine", document["machine"])}
+        document["merged"] = merged
     document["results"] = results
     verdicts = report.targets(results)
     document["targets"] = verdicts

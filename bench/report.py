@@ -32,6 +32,12 @@ ROWS = [
     Row("utilization, 1 s tasks", ("util_1s", "utilization"), True, 3),
     Row("round trip p50 (ms)", ("round_trip", "p50_ms"), False, 2),
     Row("round trip p99 (ms)", ("round_trip", "p99_ms"), False, 2),
+    Row(
+        "  of which the submit call, p50 (ms)",
+        ("round_trip", "submit_call_p50_ms"),
+        False,
+        2,
+    ),
     Row("burst (tasks/s)", ("burst", "tasks_per_second"), True, 0),
     Row("burst submit (tasks/s)", ("burst", "submit_per_second"), True, 0),
     Row("burst, 1 client (tasks/s)", ("burst_one_client", "tasks_per_second"), True, 0),
@@ -267,6 +273,12 @@ def extras(results: dict[str, Any]) -> str:
             f"64 MiB request: {big['status']} in {big['end_to_end_seconds']:.1f} s, "
             f"result {'matches' if big['result_matches'] else 'DIFFERS'}; peak RSS MiB "
             f"(limit {big['limit_mib']}): {peaks}"
+        )
+    profile = results.get("ours_profile", {}).get("figures")
+    if profile:
+        lines.append(
+            f"profile: one client admits {profile['client_submit_per_second']:.0f}/s; a "
+            f"worker drains a full queue at {profile['worker_drain_per_second']:.0f}/s"
         )
     sql = results.get("ours_statements", {}).get("figures")
     if sql:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -85,7 +86,11 @@ def run_standard(name: str, quick: bool) -> dict[str, Any]:
             figures: dict[str, Any] = workloads.standard_figures(system, quick)
             extra = getattr(system, "extra_figures", None)
             if extra is not None:
-                figures.update(extra(quick))
+                try:
+                    figures.update(extra(quick))
+                except Exception as exc:  # an extra never costs the standard figures
+                    traceback.print_exc()
+                    figures["extra_error"] = f"{type(exc).__name__}: {exc}"
             return figures
         finally:
             system.close()
@@ -108,6 +113,7 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.monotonic()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     try:
         if args.name in SYSTEMS:
             figures = run_standard(args.name, args.quick)
@@ -118,6 +124,11 @@ def main() -> int:
         traceback.print_exc()
         outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     outcome["seconds"] = round(time.monotonic() - started, 1)
+    outcome["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    outcome["load_average"] = {
+        "start": load_at_start,
+        "end": [round(x, 2) for x in os.getloadavg()],
+    }
     args.out.write_text(json.dumps(outcome, indent=2))
     return 0 if outcome["ok"] else 1
 

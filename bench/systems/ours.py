@@ -84,16 +84,19 @@ def count_finished(uuids: list[str]) -> int:
         return int(cursor.fetchone()[0])
 
 
-def http_api_available() -> bool:
+def http_api_missing() -> str | None:
+    """Why the HTTP round trip cannot run here, or ``None`` when it can."""
     if not (ROOT / "tasks_app" / "api").is_dir():
-        return False
+        return "no HTTP API in tasks_app/api yet"
     from django.urls import Resolver404, resolve
 
     try:
         resolve("/api/tasks")
     except Resolver404:
-        return False
-    return True
+        return "no route for POST /api/tasks yet"
+    except Exception as exc:  # the URLconf of a tree being worked on may not import
+        return f"the URLconf does not load: {type(exc).__name__}: {exc}"
+    return None
 
 
 class HttpClient:
@@ -156,14 +159,17 @@ class HttpClient:
 class Ours:
     name = "ours"
 
-    def __init__(self, services: Services, cap: int, workdir: Path) -> None:
+    def __init__(
+        self, services: Services, cap: int, workdir: Path, start_worker: bool = True
+    ) -> None:
         self.cap = cap
         self.cluster = our_cluster(services, workdir, cap)
         setup_django(self.cluster)
         from tasks_app.scheduler import get_scheduler
 
         self.scheduler = get_scheduler()
-        self.cluster.start_worker(concurrency=cap, name="bench")
+        if start_worker:
+            self.cluster.start_worker(concurrency=cap, name="bench")
 
     def submit(self, seconds: float, payload: bytes) -> str:
         return str(self.scheduler.add_task(payload))
@@ -177,8 +183,9 @@ class Ours:
     def extra_figures(self, quick: bool) -> dict[str, Any]:
         from bench import workloads
 
-        if not http_api_available():
-            return {"round_trip_http": {"skipped": "no HTTP API in tasks_app/api yet"}}
+        missing = http_api_missing()
+        if missing:
+            return {"round_trip_http": {"skipped": missing}}
         try:
             client = HttpClient(self.cluster.env, self.cluster.workdir)
         except Exception as exc:  # the API is young: report it, keep the other figures
