@@ -7,6 +7,7 @@ through a real worker, as SCHEDULER_PROCESSOR would in a deployment.
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from tasks_app.interfaces import TaskStatus
 from tasks_app.processors import CommandProcessor
 from tasks_app.processors.command import CommandFailed
-from tests.harness import Cluster, wait_until
+from tests.harness import ROOT, Cluster, wait_until
 
 PYTHON = sys.executable
 MiB = 1024 * 1024
@@ -127,14 +128,40 @@ def test_a_timeout_kills_what_the_command_started_too() -> None:
     with pytest.raises(CommandFailed, match="longer than 1 s"):
         processor.process(b"")
 
-    def sleepers() -> list[psutil.Process]:
-        found = []
-        for process in psutil.process_iter(["cmdline"]):
-            if process.info["cmdline"] == ["sleep", marker]:
-                found.append(process)
-        return found
+    wait_until(
+        lambda: not processes_running(["sleep", marker]),
+        5,
+        message="the command's children to die",
+    )
 
-    wait_until(lambda: not sleepers(), 5, message="the command's children to die")
+
+def processes_running(argv: list[str]) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if process.info["cmdline"] == argv:
+            found.append(process)
+    return found
+
+
+def test_the_command_dies_with_the_process_that_ran_it() -> None:
+    """As when the lease keeper kills a pool process that is past its time limit."""
+    marker = ["sleep", "41.0321"]
+    runner = subprocess.Popen(
+        [
+            PYTHON,
+            "-c",
+            "from tasks_app.processors.command import CommandProcessor as C; "
+            f"C({marker!r}, 600, env_allow=['PATH'], cpu_seconds=0, memory_bytes=0, "
+            "max_output_bytes=10).process(b'')",
+        ],
+        cwd=ROOT,
+    )
+    wait_until(lambda: processes_running(marker), 20, message="the command to start")
+
+    runner.kill()
+    runner.wait(10)
+
+    wait_until(lambda: not processes_running(marker), 10, message="the command to die")
 
 
 def test_output_over_the_result_limit_fails_without_being_read() -> None:
@@ -202,3 +229,23 @@ def test_a_worker_records_a_command_over_its_memory_limit_as_an_error(
     assert failed.status == TaskStatus.ERROR
     assert "MemoryError" in failed.error
     assert "SCHEDULER_COMMAND_MEMORY_BYTES" in failed.error
+
+
+def test_a_command_past_the_time_limit_does_not_outlive_its_task(
+    cluster: Cluster, scheduler: Any
+) -> None:
+    marker = ["sleep", "43.0321"]
+    cluster.configure(
+        scheduler_processor="tasks_app.processors:CommandProcessor",
+        scheduler_command=shlex.join(marker),
+        scheduler_task_time_limit=2,
+    )
+    cluster.start_worker(concurrency=1)
+
+    uuid = scheduler.add_task(b"any request")
+
+    wait_until(
+        lambda: scheduler.get_task(uuid).status.is_finished, 30, message="time limit"
+    )
+    assert scheduler.get_task(uuid).status == TaskStatus.ERROR
+    wait_until(lambda: not processes_running(marker), 10, message="the command to die")

@@ -7,7 +7,9 @@ never run by one; the request cannot add arguments. Each call runs sandboxed:
 - its working directory is a fresh temporary one, removed afterwards;
 - ``SCHEDULER_COMMAND_CPU_SECONDS`` and ``SCHEDULER_COMMAND_MEMORY_BYTES`` cap its CPU
   time and address space (``setrlimit`` before the program starts);
-- it runs in a session of its own, so a timeout kills whatever it started too;
+- it runs in a session of its own, so a timeout kills whatever it started too, and
+  dies with its parent: when the lease keeper kills a pool process past the time
+  limit, its command goes too (Linux's ``PR_SET_PDEATHSIG``);
 - stdout goes to a temporary file, and a result over ``SCHEDULER_MAX_RESULT_BYTES``
   fails the call without being read into the worker's memory.
 
@@ -18,11 +20,13 @@ and its network. A hostile program wants a container or a user of its own.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import shlex
 import signal
 import subprocess
+import sys
 import tempfile
 from contextlib import suppress
 from typing import IO
@@ -31,6 +35,9 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 STDERR_TAIL_BYTES = 2000
+# prctl(2): the signal a process gets when the thread that forked it dies.
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 class CommandFailed(RuntimeError):
@@ -108,7 +115,12 @@ class CommandProcessor:
     def _run(
         self, data: bytes, workdir: str, stdout: IO[bytes], stderr: IO[bytes]
     ) -> int:
-        limited = self.cpu_seconds > 0 or self.memory_bytes > 0
+        parent_pid = os.getpid()
+
+        def in_the_child() -> None:
+            self._die_with(parent_pid)
+            self._limit_resources()
+
         try:
             process = subprocess.Popen(
                 self.argv,
@@ -117,9 +129,9 @@ class CommandProcessor:
                 stderr=stderr,
                 cwd=workdir,
                 env=self.environment(),
-                # setrlimit must run in the child between fork and exec; the function
-                # only makes system calls, which is what is safe there.
-                preexec_fn=self._limit_resources if limited else None,
+                # Between fork and exec, in the child: only system calls, which is
+                # what is safe there.
+                preexec_fn=in_the_child,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -138,6 +150,13 @@ class CommandProcessor:
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         return process.returncode
+
+    @staticmethod
+    def _die_with(parent_pid: int) -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
 
     def _limit_resources(self) -> None:
         if self.cpu_seconds > 0:
