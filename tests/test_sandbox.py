@@ -101,7 +101,8 @@ def test_a_command_over_its_cpu_limit_is_stopped_saying_so() -> None:
     with pytest.raises(CommandFailed) as failed:
         processor.process(b"")
 
-    assert time.monotonic() - started < 10
+    # One CPU second, however busy the machine: well before the 30 s timeout.
+    assert time.monotonic() - started < 20
     message = str(failed.value)
     assert "1 s of CPU time (SCHEDULER_COMMAND_CPU_SECONDS)" in message
     assert "SIGXCPU" in message
