@@ -8,9 +8,10 @@ stopped too. The exit code is 130 after Ctrl-C, 143 after SIGTERM, and otherwise
 of the first process to exit.
 
 Ports: WEB_PORT (else PORT, else 8000), SCHEDULER_GRPC_PORT (50051), FLOWER_PORT (5555),
-and SCHEDULER_METRICS_PORT (9808) for the worker's metrics. Web and the worker each keep
-their prometheus-client multiprocess files in a folder of their own under the data
-folder, so that neither reports the other's counts.
+SCHEDULER_METRICS_PORT (9808) for the worker's metrics and GRPC_METRICS_PORT (9809) for the
+gRPC server's. Web and the worker each keep their prometheus-client multiprocess files in
+a folder of their own under the data folder, so that neither reports the other's counts;
+the gRPC server is one process and counts in memory.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from honcho.manager import Manager
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_STOP_GRACE_SECONDS = 75.0
 DEFAULT_WORKER_METRICS_PORT = "9808"
+DEFAULT_GRPC_METRICS_PORT = "9809"
 METRICS_FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -81,7 +83,7 @@ def process_specs(
     heartbeat = env.get("SCHEDULER_WORKER_HEARTBEAT_FILE") or str(
         data_dir / "worker.heartbeat"
     )
-    # Only web and the worker count; the others get no metrics folder at all.
+    # Only web and the worker have several processes that count into a folder.
     plain = {k: v for k, v in env.items() if k != METRICS_FOLDER_VARIABLE}
     metrics = data_dir / "metrics"
     specs = [
@@ -90,7 +92,16 @@ def process_specs(
             [python, "-m", "gunicorn", "scheduler_project.wsgi"],
             {**plain, "PORT": web_port, METRICS_FOLDER_VARIABLE: str(metrics / "web")},
         ),
-        ProcessSpec("grpc", [python, "manage.py", "rungrpc"], plain),
+        ProcessSpec(
+            "grpc",
+            [python, "manage.py", "rungrpc"],
+            {
+                **plain,
+                "SCHEDULER_METRICS_PORT": env.get(
+                    "GRPC_METRICS_PORT", DEFAULT_GRPC_METRICS_PORT
+                ),
+            },
+        ),
         ProcessSpec(
             "worker",
             [*celery, "worker", "--loglevel", "INFO"],

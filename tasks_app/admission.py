@@ -21,12 +21,14 @@ from .dispatch import publish_on_commit
 from .errors import (
     EmptyRequest,
     QueueFull,
+    Refused,
     RequestTooLarge,
     SchedulerClosed,
     TaskNotFound,
     WrongStatus,
 )
 from .interfaces import UUID, TaskStatus
+from .metrics import counters
 from .models import SchedulerSwitch, Status, TaskRecord
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,13 @@ def check_request_size(size: int, max_request_bytes: int) -> None:
     """Refuse empty and oversized requests before anything hashes or stores them."""
     if size == 0:
         raise EmptyRequest("the request is empty; send the bytes to process")
+    refuse_oversized(size, max_request_bytes)
+
+
+def refuse_oversized(size: int, max_request_bytes: int) -> None:
+    """The one place a request is refused for its size, also from its declared size."""
     if size > max_request_bytes:
+        counters.count_refusal(RequestTooLarge.code)
         raise RequestTooLarge(size, max_request_bytes)
 
 
@@ -138,6 +146,19 @@ def _existing(request_hash_hex: str, using: str) -> Admission | None:
 
 def admit(request: bytes, policy: AdmissionPolicy, using: str = "default") -> Admission:
     """Admit a request, or answer the task that already has its hash."""
+    try:
+        admission = _admit(request, policy, using)
+    except Refused as exc:
+        counters.count_refusal(exc.code)
+        raise
+    if admission.created:
+        counters.count_admission("new")
+    else:
+        counters.count_dedup_hit()
+    return admission
+
+
+def _admit(request: bytes, policy: AdmissionPolicy, using: str) -> Admission:
     check_request_size(len(request), policy.max_request_bytes)
     if not policy.accepting_here:
         raise SchedulerClosed("this replica is held closed (SCHEDULER_ACCEPTING=false)")
@@ -198,6 +219,15 @@ def _insert_under_lock(
 
 def readmit(uuid: UUID, policy: AdmissionPolicy, using: str = "default") -> None:
     """Queue a task in ``error`` again under its UUID, with a fresh attempt budget."""
+    try:
+        _readmit(uuid, policy, using)
+    except Refused as exc:
+        counters.count_refusal(exc.code)
+        raise
+    counters.count_admission("retry")
+
+
+def _readmit(uuid: UUID, policy: AdmissionPolicy, using: str) -> None:
     if not policy.accepting_here:
         raise SchedulerClosed("this replica is held closed (SCHEDULER_ACCEPTING=false)")
     with transaction.atomic(using=using):

@@ -40,7 +40,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Counts the API's admissions, duplicates and refusals from its answers.
-    "tasks_app.metrics.middleware.AdmissionMetricsMiddleware",
     # Innermost, so that CommonMiddleware still sees a 404 and can append a slash.
     "tasks_app.api.middleware.JsonErrorMiddleware",
 ]

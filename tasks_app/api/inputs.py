@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest, QueryDict
 
-from ..errors import BadRequest, RequestTooLarge
+from ..admission import refuse_oversized
+from ..errors import BadRequest
 from ..interfaces import FindOperator
 
 # ``field__suffix=value`` in a query string, to the operators of FindOperator.
@@ -35,8 +36,7 @@ def read_request_body(request: HttpRequest, max_request_bytes: int) -> bytes:
         raise BadRequest(f"Content-Length {declared[:40]!r} is not a number") from None
     if size < 0:
         raise BadRequest(f"Content-Length {size} is negative")
-    if size > max_request_bytes:
-        raise RequestTooLarge(size, max_request_bytes)
+    refuse_oversized(size, max_request_bytes)
     return request.body
 
 

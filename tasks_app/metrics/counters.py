@@ -43,16 +43,16 @@ RECOVERY_ACTIONS = ("requeued", "redispatched", "released")
 
 admitted = Counter(
     "scheduler_admissions_total",
-    "Requests admitted over HTTP: new tasks queued, and tasks in error queued again.",
+    "Requests admitted: new tasks queued, and tasks in error queued again.",
     ["kind"],
 )
 dedup_hits = Counter(
     "scheduler_dedup_hits_total",
-    "Requests over HTTP answered with the existing task of the same hash.",
+    "Requests answered with the existing task of the same hash.",
 )
 refused = Counter(
     "scheduler_refusals_total",
-    "Submissions and retries over HTTP that the scheduler refused, by reason.",
+    "Submissions and retries that the scheduler refused, by reason.",
     ["reason"],
 )
 finished = Counter(

@@ -15,9 +15,8 @@ from wsgiref.simple_server import WSGIServer
 
 from celery import signals
 from django.conf import settings
-from prometheus_client import start_http_server
 
-from . import files
+from . import files, port
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +40,7 @@ def serve_port(sender: Any = None, **_: Any) -> None:
     a pool process forked later to replace one does, harmlessly: it never accepts.
     """
     global _server
-    port: int = settings.SCHEDULER_METRICS_PORT
-    if not port:
+    if not settings.SCHEDULER_METRICS_PORT:
         return
     if files.directory() is None:
         log.warning(
@@ -50,27 +48,11 @@ def serve_port(sender: Any = None, **_: Any) -> None:
             "serves this main process's counters only, not its pool processes'",
             extra={"event": "metrics_in_process"},
         )
-    try:
-        _server, _thread = start_http_server(port, registry=files.process_registry())
-    except OSError as exc:
-        log.error(
-            "metrics: cannot serve port %d (%s); the worker runs without it",
-            port,
-            exc,
-            extra={"event": "metrics_port_failed"},
-        )
-        return
-    log.info(
-        "metrics: serving the pool's counters on port %d",
-        port,
-        extra={"event": "metrics_serving"},
-    )
+    _server = port.serve(settings.SCHEDULER_METRICS_PORT, "worker")
 
 
 @signals.worker_shutdown.connect
 def stop_port(**_: Any) -> None:
     global _server
-    if _server is not None:
-        _server.shutdown()  # the serving thread is another: this returns
-        _server.server_close()
-        _server = None
+    port.stop(_server)
+    _server = None

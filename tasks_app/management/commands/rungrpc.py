@@ -13,6 +13,7 @@ from tasks_app.grpc_api.server import (
     DEFAULT_THREADS,
     serve,
 )
+from tasks_app.metrics import port as metrics_port
 
 
 class Command(BaseCommand):
@@ -55,10 +56,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        serve(
-            host=options["host"],
-            port=options["port"],
-            threads=options["threads"],
-            grace_seconds=options["grace"],
-            health_interval_seconds=options["health_interval"],
-        )
+        # Admissions, duplicates and refusals made over gRPC are counted here.
+        metrics = metrics_port.serve(settings.SCHEDULER_METRICS_PORT, "gRPC server")
+        try:
+            serve(
+                host=options["host"],
+                port=options["port"],
+                threads=options["threads"],
+                grace_seconds=options["grace"],
+                health_interval_seconds=options["health_interval"],
+            )
+        finally:
+            metrics_port.stop(metrics)
