@@ -20,11 +20,6 @@ from tests.harness import Cluster, wait_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CommandProcessor starts the program in a session of its own "
-    "(start_new_session) with nothing tying it to its pool process, so it outlives it",
-)
 def test_program_of_a_killed_pool_process_never_runs_beside_the_retry(
     cluster: Cluster, scheduler: Scheduler
 ) -> None:
