@@ -82,11 +82,13 @@ def refuse_oversized(size: int, max_request_bytes: int) -> None:
 
 def lock_switch(using: str) -> SchedulerSwitch:
     """Take the admission lock and read the shared closed flag under it."""
-    switch = (
-        SchedulerSwitch.objects.using(using).select_for_update().filter(pk=1).first()
-    )
+    rows = SchedulerSwitch.objects.using(using)
+    switch = rows.select_for_update().filter(pk=1).first()
     if switch is None:
-        switch, _ = SchedulerSwitch.objects.using(using).get_or_create(pk=1)
+        # A migration makes the row; if it was deleted, make it again, then lock it:
+        # the row get_or_create returns after losing a race is not locked.
+        rows.get_or_create(pk=1)
+        switch = rows.select_for_update().get(pk=1)
     return switch
 
 

@@ -118,8 +118,13 @@ def _start(row: TaskRecord, worker: str, lease_seconds: float, using: str) -> Cl
 
 
 def lock_slots(using: str) -> None:
-    if not SlotLock.objects.using(using).select_for_update().filter(pk=1).exists():
-        SlotLock.objects.using(using).get_or_create(pk=1)
+    rows = SlotLock.objects.using(using)
+    if not rows.select_for_update().filter(pk=1).exists():
+        # A migration makes the row; if it was deleted, make it again, then lock it:
+        # the row get_or_create returns after losing a race is not locked, and a claim
+        # without the lock could count the slots beside another and pass the cap.
+        rows.get_or_create(pk=1)
+        rows.select_for_update().get(pk=1)
 
 
 def slots_in_use(using: str = "default") -> int:

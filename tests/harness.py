@@ -150,6 +150,20 @@ class CallLog:
             counts[call.hash] = counts.get(call.hash, 0) + 1
         return counts
 
+    def overlapping(self, limit: int) -> list[Call]:
+        """The calls running at the first moment more than ``limit`` ran at once."""
+        calls = self.calls()
+        moments = sorted(call.start for call in calls)
+        for moment in moments:
+            running = [
+                call
+                for call in calls
+                if call.start <= moment and (call.end is None or call.end > moment)
+            ]
+            if len(running) > limit:
+                return running
+        return []
+
     def peak_concurrency(self) -> int:
         """The most calls running at one moment, across every process.
 
