@@ -144,6 +144,16 @@ class CallLog:
                 open_calls.pop(key).end = float(at)
         return calls
 
+    def still_running(self, call: Call) -> bool:
+        """Whether ``call`` has logged no end yet."""
+        return any(
+            c.hash == call.hash
+            and c.pid == call.pid
+            and c.start == call.start
+            and c.end is None
+            for c in self.calls()
+        )
+
     def calls_per_hash(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for call in self.calls():
@@ -327,6 +337,11 @@ class Cluster:
         for worker in self.workers:
             worker.stop()
 
+    def kill(self) -> None:
+        """SIGKILL every worker: for tests that leave long calls running."""
+        for worker in self.workers:
+            worker.kill()
+
     def logs(self) -> str:
         return "\n\n".join(f"--- {w.name}\n{w.log_tail()}" for w in self.workers)
 
@@ -403,6 +418,9 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self._listener is not listener:  # accepted just as it was cut
+                client.close()
+                return
             try:
                 upstream = socket.create_connection(self.target)
             except OSError:
@@ -428,6 +446,10 @@ class TcpProxy:
     def cut(self) -> None:
         """Drop every connection and refuse new ones."""
         if self._listener is not None:
+            # close() alone leaves a socket that another thread waits on in accept()
+            # listening; shutdown() stops it and wakes that thread.
+            with suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:
