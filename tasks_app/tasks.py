@@ -13,6 +13,8 @@ from .config import scheduler_config
 from .dispatch import RUN_TASK
 from .processors import load_processor
 
+NOTHING_TO_RUN = "nothing to run: the task is taken or finished, or no slot is free"
+
 
 @shared_task(name=RUN_TASK, bind=True)
 def run_task(self: Any, uuid: str) -> dict[str, list[str]]:
@@ -33,6 +35,10 @@ def run_task(self: Any, uuid: str) -> dict[str, list[str]]:
         lease_seconds=config.lease_seconds,
     )
     if claim is None:
+        # Ignore stores no result (no database write for a message that did nothing),
+        # but sends no event either, and Flower would show the message as started
+        # forever: say that it ended.
+        self.send_event("task-succeeded", result=NOTHING_TO_RUN, runtime=0.0)
         raise Ignore()
     ran = runner.run(
         claim,

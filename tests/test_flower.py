@@ -124,3 +124,32 @@ def test_flower_keeps_seeing_workers_and_tasks_after_a_redis_flush_and_restart(
     # reconciler to publish it again if its message went out before they did.
     assert_flower_shows(flower, cluster, finish_one(cluster, "after-restart"))
     wait_until(lambda: flower.workers(), 30, message="Flower to list the worker again")
+
+
+def test_a_message_whose_task_another_ran_ends_in_flower_too(
+    cluster: Cluster, flower: Flower
+) -> None:
+    get_scheduler.cache_clear()
+    cluster.configure(scheduler_num_workers=1)
+    cluster.start_worker(concurrency=1)
+    wait_until(lambda: flower.workers(), 40, message="Flower to list a worker")
+    scheduler = get_scheduler()
+    # One slot: the first message runs all three, handing the slot on; the other two
+    # messages find their task finished and run nothing.
+    uuids = [
+        str(scheduler.add_task(task_request(id=f"chain {i}", sleep=0.5)))
+        for i in range(3)
+    ]
+    wait_until(
+        lambda: all(scheduler.get_task(u).status == "done" for u in uuids),
+        30,
+        message="all three done",
+    )
+    for uuid in uuids:
+        wait_until(
+            lambda u=uuid: (flower.task(u) or {}).get("state") == "SUCCESS",
+            20,
+            message=f"Flower to show {uuid} ended: {flower.task(uuid)}",
+        )
+    results = [str(flower.task(uuid)["result"]) for uuid in uuids]
+    assert sum("nothing to run" in result for result in results) >= 1, results
