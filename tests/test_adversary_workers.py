@@ -7,12 +7,8 @@ it without killing the worker, and count the calls running at once across proces
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
-import threading
-import time
 
 import psutil
 import pytest
@@ -107,50 +103,6 @@ def test_hung_call_in_a_pool_without_processes_never_runs_beside_the_next_task(
     )
 
 
-class SealedProxy(TcpProxy):
-    """A ``TcpProxy`` whose cut holds: no connection is accepted after it.
-
-    ``TcpProxy.cut`` closes its listener while its accept thread is blocked in
-    ``accept()`` on it; Linux still completes that call, so the first process to
-    reconnect after the cut (a worker's keeper, whose connection the cut dropped) gets
-    through, and stays connected.
-    """
-
-    def __init__(self, target_port: int) -> None:
-        super().__init__(target_port)
-        self.sealed = False
-
-    def start(self) -> None:
-        self.sealed = False
-        super().start()
-
-    def cut(self) -> None:
-        self.sealed = True
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-        super().cut()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while not self.sealed:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            if self.sealed:
-                client.close()
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-
 # A keeper tick long enough that the cut below lands between a claim and the tick that
 # would have shown the keeper its new lease (the cut follows the call's start by
 # milliseconds; a tick falls inside that gap about once in a hundred runs).
@@ -171,7 +123,7 @@ def test_call_claimed_just_before_a_partition_never_runs_beside_its_retry(
         scheduler_reconcile_interval=SLOW_TICK_SECONDS,
         scheduler_lease_seconds=SLOW_TICK_LEASE_SECONDS,
     )
-    proxy = SealedProxy(5432)
+    proxy = TcpProxy(5432)
     proxy.start()
     direct_env = dict(cluster.env)
     cluster.env["DATABASE_URL"] = live_database_url.replace(":5432/", f":{proxy.port}/")
@@ -194,44 +146,6 @@ def test_call_claimed_just_before_a_partition_never_runs_beside_its_retry(
             f"the retry (pid {retry.pid}) started while the cut-off call (pid "
             f"{first.pid}) still ran: two calls at once with SCHEDULER_NUM_WORKERS=1"
         )
-        wait_until(
-            lambda: scheduler.get_task(uuid).status == TaskStatus.DONE,
-            60,
-            message="done",
-        )
-    finally:
-        proxy.cut()
-
-
-def test_worker_cut_off_from_the_database_for_good_is_fenced_before_its_retry(
-    cluster: Cluster, scheduler: Scheduler, live_database_url: str
-) -> None:
-    # test_partition's case with a cut that holds: the fence, not the end of the
-    # call, must stop it (the call would run 30 s; the lease is 3 s).
-    cluster.configure(scheduler_num_workers=1)
-    proxy = SealedProxy(5432)
-    proxy.start()
-    direct_env = dict(cluster.env)
-    cluster.env["DATABASE_URL"] = live_database_url.replace(":5432/", f":{proxy.port}/")
-    cut_off = cluster.start_worker(concurrency=1, name="cutoff")
-    cluster.env = direct_env
-    try:
-        uuid = scheduler.add_task(task_request(id="fenced", sleep=30)).uuid
-        wait_until(lambda: len(cluster.call_log.calls()) == 1, 30, message="the call")
-        time.sleep(2)  # a tick or more: the keeper has seen its lease
-        cluster.start_worker(concurrency=1, name="healthy")
-        proxy.cut()
-        cut_at = time.time()
-
-        [first] = cluster.call_log.calls()
-        wait_until(lambda: not running(first), 20, interval=0.05, message="the fence")
-        stopped_at = time.time()
-        assert cluster.call_log.calls()[0].end is None, "the call ended by itself"
-        assert stopped_at - cut_at < 3.0 + 2, "stopped only after its lease lapsed"
-        assert "leases unrenewed" in cut_off.log_path.read_text()
-
-        wait_until(lambda: len(cluster.call_log.calls()) == 2, 30, message="retry")
-        assert cluster.call_log.calls()[1].start > stopped_at
         wait_until(
             lambda: scheduler.get_task(uuid).status == TaskStatus.DONE,
             60,
