@@ -30,6 +30,7 @@ from django.db import transaction
 from django.db.models import BooleanField, Case, QuerySet, When
 from django.db.models.functions import Now
 
+from .config import scheduler_config
 from .dispatch import publish_on_commit
 from .metrics import counters
 from .models import SlotLock, Status, TaskEvent, TaskRecord
@@ -290,6 +291,50 @@ def expire(uuid: str, owner: str, using: str = "default") -> int:
     )
     counters.count_recovery("released", ended)
     return ended
+
+
+def give_back(claim: Claim, reason: str, using: str = "default") -> bool:
+    """Put a task this process holds back in the queue now, guarded by its lease.
+
+    A task given back spends its attempt, like one whose worker died; one that has
+    spent SCHEDULER_MAX_ATTEMPTS ends in ``error`` by the keeper's recovery instead, so
+    this only queues it when attempts remain, and else lets its lease lapse at once.
+    """
+    rows = TaskRecord.objects.using(using).filter(
+        uuid=claim.uuid,
+        status=Status.PROCESSING,
+        attempts=claim.attempt,
+        lease_owner=claim.owner,
+    )
+    with transaction.atomic(using=using):
+        if claim.attempt >= scheduler_config().max_attempts:
+            # recover_expired writes the error text; it runs on the next keeper tick,
+            # and no renewal can revive this lease, as the owner no longer matches.
+            given = rows.update(lease_owner="", lease_expires_at=Now())
+        else:
+            given = rows.update(
+                status=Status.QUEUED,
+                lease_owner="",
+                lease_expires_at=None,
+                dispatched_at=Now(),
+            )
+            publish_on_commit([claim.uuid], using)
+        if given:
+            TaskEvent.objects.using(using).create(
+                task_id=claim.uuid,
+                attempt=claim.attempt,
+                event="given_back",
+                detail=reason,
+            )
+    if given:
+        log.warning(
+            "task %s: given back on attempt %d: %s",
+            claim.uuid,
+            claim.attempt,
+            reason,
+            extra={"task_uuid": claim.uuid, "event": "given_back"},
+        )
+    return bool(given)
 
 
 def fail_running(

@@ -80,28 +80,47 @@ def run(
                 duration_seconds=duration_seconds,
             )
         except Exception:
-            _give_up(current, using)
-            raise
+            _record_again_or_give_back(current, outcome, worker, using)
+            claim = None
     return ran
 
 
-def _give_up(claim: leases.Claim, using: str) -> None:
-    """The outcome could not be recorded: let the task go back to the queue.
+def _record_again_or_give_back(
+    claim: leases.Claim, outcome: leases.Outcome, worker: str, using: str
+) -> None:
+    """The outcome could not be recorded: try once more, else put the task back.
 
-    While this process lives its lease keeper renews the lease, so a task left behind
-    here would hold its slot until the time limit. End the lease now; if even that
-    fails (the database is gone), end the process, whose lease the keeper then ends.
+    The usual cause is a connection the database dropped. The write is guarded by the
+    lease, so writing it again on a fresh connection is safe, and keeps the result.
+    Failing that, the task goes straight back to the queue in one guarded update; only
+    ending the lease would not do, as this process's keeper could renew it before any
+    keeper recovers it. If the database cannot be reached at all, this process exits,
+    and its keeper ends its lease once the database answers.
     """
-    log.exception(
-        "task %s: the outcome of attempt %d could not be recorded; the task goes back "
-        "to the queue and runs again",
+    log.warning(
+        "task %s: the outcome of attempt %d could not be recorded; trying once more",
         claim.uuid,
         claim.attempt,
-        extra={"task_uuid": claim.uuid, "event": "outcome_lost"},
+        exc_info=True,
+        extra={"task_uuid": claim.uuid, "event": "outcome_retry"},
     )
     try:
         connections[using].close()
-        leases.expire(claim.uuid, claim.owner, using=using)
+        leases.finish(
+            claim, outcome, take_next=False, worker=worker, lease_seconds=0, using=using
+        )
+        return
+    except Exception:
+        log.exception(
+            "task %s: the outcome of attempt %d is lost; the task goes back to the "
+            "queue and runs again",
+            claim.uuid,
+            claim.attempt,
+            extra={"task_uuid": claim.uuid, "event": "outcome_lost"},
+        )
+    try:
+        connections[using].close()
+        leases.give_back(claim, "its outcome could not be recorded", using=using)
     except Exception:
         log.critical(
             "task %s: cannot reach the database to give the task back; this pool "

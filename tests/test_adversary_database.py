@@ -35,11 +35,6 @@ def terminate_other_connections() -> int:
     return int(terminated)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner._give_up expires the lease, and the keeper renews it again at once "
-    "because the pool process lives: processing until the time limit, then error",
-)
 def test_task_whose_connection_dropped_while_it_ran_ends_done_not_at_the_time_limit(
     cluster: Cluster, scheduler: Scheduler
 ) -> None:
