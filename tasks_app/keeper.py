@@ -38,6 +38,7 @@ from .config import SchedulerConfig, scheduler_config
 log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL_SECONDS = 600.0
+FENCE_POLL_SECONDS = 0.25
 
 
 def live_pids() -> set[int]:
@@ -66,6 +67,9 @@ class LeaseKeeper(threading.Thread):
         # When the last successful renewal began: every lease this keeper renews runs
         # until at least that moment plus the lease, on the database clock.
         self._last_renewal = 0.0
+        # When a tick last succeeded, and whether the pool was fenced since then.
+        self._last_good_tick = time.monotonic()
+        self._blind_fenced = False
         self._last_retention = 0.0
         self._owners: set[str] = set()
         self._fence_lock = threading.Lock()
@@ -88,6 +92,8 @@ class LeaseKeeper(threading.Thread):
             try:
                 close_old_connections()
                 self.tick()
+                self._last_good_tick = time.monotonic()
+                self._blind_fenced = False
             except Exception:
                 log.exception("lease keeper tick failed; trying again next tick")
                 connections.close_all()
@@ -154,7 +160,9 @@ class LeaseKeeper(threading.Thread):
 
         A tick stuck on an unreachable database cannot keep this thread from acting.
         """
-        while not self._stopping.wait(self.config.reconcile_interval_seconds):
+        # Often, whatever the tick: the fence must act well before a lease lapses.
+        interval = min(FENCE_POLL_SECONDS, self.config.reconcile_interval_seconds)
+        while not self._stopping.wait(interval):
             self._fence()
 
     def _fence(self) -> None:
@@ -169,22 +177,28 @@ class LeaseKeeper(threading.Thread):
             self.config.lease_seconds - self.config.reconcile_interval_seconds - 0.5
         )
         with self._fence_lock:
-            owners = self._owners
-            unrenewed = time.monotonic() - self._last_renewal
-            if not owners or unrenewed < deadline:
+            now = time.monotonic()
+            pids = {int(owner.rsplit(":", 1)[1]) for owner in self._owners}
+            unrenewed = now - self._last_renewal
+            blind = now - self._last_good_tick
+            if pids and unrenewed >= deadline:
+                reason = f"leases unrenewed for {unrenewed:.1f} s"
+                self._owners = set()
+            elif blind >= deadline and not self._blind_fenced:
+                # A claim made after the last good tick holds a lease this keeper has
+                # never seen: with no tick for that long, any pool process may.
+                pids = live_pids()
+                reason = f"no lease keeper tick for {blind:.1f} s"
+                self._blind_fenced = True
+            else:
                 return
-            for owner in owners:
-                pid = int(owner.rsplit(":", 1)[1])
-                if pid == os.getpid():
-                    continue
+            for pid in pids - {os.getpid()}:
                 log.error(
-                    "leases unrenewed for %.1f s (no database, or this worker was "
-                    "frozen): killing pool process %d, whose task runs elsewhere once "
-                    "its lease lapses",
-                    unrenewed,
+                    "%s (no database, or this worker was frozen): killing pool "
+                    "process %d, whose task runs elsewhere once its lease lapses",
+                    reason,
                     pid,
                     extra={"event": "fenced"},
                 )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            self._owners = set()

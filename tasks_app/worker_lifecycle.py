@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from celery import signals
+from celery import concurrency, signals
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -21,12 +21,30 @@ from .processors import load_processor
 
 log = logging.getLogger(__name__)
 
+# Celery's names of its pools (-P), by the class each names; celery-types omits it.
+POOL_ALIASES: dict[str, str | None] = concurrency.ALIASES  # type: ignore[attr-defined]
+
 _keeper: LeaseKeeper | None = None
 _main_pid: int | None = None
 
 
 @signals.worker_init.connect
-def on_worker_init(**_: Any) -> None:
+def on_worker_init(sender: Any = None, **_: Any) -> None:
+    # The lease keeper enforces time limits and fences by killing pool processes; a
+    # pool of threads (threads, solo, gevent, eventlet) has none to kill, so the cap
+    # would not hold there. Refuse it, naming it, rather than run without the promise.
+    pool = getattr(sender, "pool_cls", "")
+    path = pool if isinstance(pool, str) else f"{pool.__module__}:{pool.__name__}"
+    pool_name = next(
+        (alias for alias, target in POOL_ALIASES.items() if target == path), path
+    )
+    if pool_name and pool_name != "prefork":
+        log.critical(
+            "worker cannot start: the %s pool runs tasks inside this process, where a "
+            "hung or fenced call cannot be stopped; use the prefork pool (-P prefork)",
+            pool_name,
+        )
+        raise SystemExit(f"worker cannot start with the {pool_name} pool")
     # A worker that cannot build its processor would claim tasks only to fail them:
     # refuse to start instead, with the reason, so that the deployment shows it.
     try:

@@ -61,12 +61,6 @@ def test_call_of_a_worker_whose_main_process_is_stopped_never_runs_beside_its_re
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the keeper cannot kill a call in its own process (keeper._stop_over_time "
-    "skips its pid) yet frees the slot; threads is not refused, solo exits at start "
-    "saying its main process is gone (orphans._watch_parent watches its own parent)",
-)
 @pytest.mark.parametrize("pool", ["threads", "solo"])
 def test_hung_call_in_a_pool_without_processes_never_runs_beside_the_next_task(
     cluster: Cluster, scheduler: Scheduler, pool: str
@@ -110,11 +104,6 @@ SLOW_TICK_SECONDS = 3.0
 SLOW_TICK_LEASE_SECONDS = 4 * SLOW_TICK_SECONDS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the fence kills only keeper._owners, the leases of the last good tick: a "
-    "pool process that claimed after it is never fenced and runs beside its retry",
-)
 def test_call_claimed_just_before_a_partition_never_runs_beside_its_retry(
     cluster: Cluster, scheduler: Scheduler, live_database_url: str
 ) -> None:
