@@ -289,6 +289,7 @@ def extras(results: dict[str, Any]) -> str:
                 "add_task_duplicate",
                 "claim",
                 "finish_and_take_next",
+                "finish_with_queue_empty",
             )
             if label in sql
         ]
