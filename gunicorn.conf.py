@@ -33,6 +33,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # A worker that stops answering its arbiter for this long is killed and replaced. It
 # must stay above the longest `?wait`, or a long poll could take its worker down.
 timeout = LONGEST_WAIT_SECONDS + 30
+# The longest request line gunicorn takes (its default is 4094): a Find of 200 UUIDs in
+# an `in` (find.MAX_IN_VALUES) must reach Django, which answers it in JSON.
+limit_request_line = 8190
 # After SIGTERM a worker stops accepting and finishes what it has, a full `?wait`
 # included; Kubernetes' terminationGracePeriodSeconds for web covers this plus preStop.
 graceful_timeout = LONGEST_WAIT_SECONDS + 5

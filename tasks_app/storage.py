@@ -56,6 +56,8 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, uuid = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(created_at, str) or not isinstance(uuid, str):
+            raise ValueError("a cursor holds two strings")
         return parse_datetime(created_at), parse_uuid(uuid)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise BadRequest(

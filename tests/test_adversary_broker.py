@@ -49,11 +49,6 @@ def post(web: WebServer, body: bytes, timeout: float) -> tuple[int, float]:
         return 0, time.monotonic() - started
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dispatch.publish runs in the request after the commit, and the Redis "
-    "transport has no socket timeout: the answer waits for the broker, forever",
-)
 def test_submission_is_answered_while_the_broker_hangs(
     cluster: Cluster, redis_server: RedisServer
 ) -> None:

@@ -67,11 +67,6 @@ def find_code(stub: pb_grpc.SchedulerStub, **fields: Any) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage.decode_cursor lets parse_datetime's AttributeError out (500 / "
-    "INTERNAL) when the cursor's time is not a string",
-)
 @pytest.mark.parametrize("created_at", [1, None, ["2030-01-01"]])
 def test_cursor_whose_time_is_not_a_string_is_bad_input(
     client: Client, stub: pb_grpc.SchedulerStub, created_at: object
@@ -101,11 +96,6 @@ def exchange(port: int, data: bytes) -> bytes:
     return answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api.inputs.read_request_body never compares the body read with its "
-    "Content-Length: a cut-off upload is admitted as a shorter request",
-)
 def test_upload_cut_off_before_its_content_length_makes_no_task(web: WebServer) -> None:
     head = b"POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
     answer = exchange(web.port, head + b"the first half of an upload")
@@ -114,11 +104,6 @@ def test_upload_cut_off_before_its_content_length_makes_no_task(web: WebServer) 
     assert TaskRecord.objects.count() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gunicorn's limit_request_line (4094) answers 414 in HTML before Django "
-    "sees a Find with ~110 UUIDs in __in, under find.MAX_IN_VALUES (1000)",
-)
 def test_find_with_a_few_hundred_uuids_in_an_in_answers_json(web: WebServer) -> None:
     uuids = ",".join([SOME_UUID] * 200)
     line = f"GET /api/tasks?uuid__in={uuids} HTTP/1.1\r\nHost: x\r\n\r\n".encode()

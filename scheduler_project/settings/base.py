@@ -182,6 +182,12 @@ else:
     # nothing), so the timeout only bounds how long a message sits unacknowledged.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": 3600,
+        # A Redis that stops answering (frozen, a black-holed network) must not hold a
+        # submission, a readiness probe or a lease keeper's publish forever: the
+        # reconciler publishes again whatever could not be published in time. Longer
+        # than a consumer's blocking read (1 s), so that idle workers never time out.
+        "socket_timeout": 3,
+        "socket_connect_timeout": 3,
         **env.json("CELERY_BROKER_TRANSPORT_OPTIONS", default={}),
     }
 CELERY_RESULT_BACKEND = "django-db"
@@ -204,7 +210,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A publish that fails leaves its task queued in the database, where the reconciler finds
 # it: so fail fast rather than hold an HTTP request for the default retry budget.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
+    "max_retries": 1,
     "interval_start": 0,
     "interval_step": 0.2,
     "interval_max": 0.5,

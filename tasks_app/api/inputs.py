@@ -37,7 +37,15 @@ def read_request_body(request: HttpRequest, max_request_bytes: int) -> bytes:
     if size < 0:
         raise BadRequest(f"Content-Length {size} is negative")
     refuse_oversized(size, max_request_bytes)
-    return request.body
+    body = request.body
+    if len(body) != size:
+        # The client gave up or was cut off: admitting the part that arrived would
+        # queue a request nobody sent, and its full re-send as a second task.
+        raise BadRequest(
+            f"the body ended after {len(body)} of its {size} declared bytes; "
+            "send the whole request again"
+        )
+    return body
 
 
 def operators_from_query(query: QueryDict) -> list[FindOperator]:
