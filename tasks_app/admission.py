@@ -198,15 +198,16 @@ def _insert_under_lock(
         raise QueueFull(policy.queue_size)
 
     uuid = str(uuid_module.uuid4())
-    now = timezone.now()
+    # The database's clock, as for leases: replicas whose clocks drift apart must
+    # still agree on the order of tasks and on how long one has waited.
     TaskRecord.objects.using(using).create(
         uuid=uuid,
         hash=digest,
         status=Status.QUEUED,
         request=request,
         request_size=len(request),
-        created_at=now,
-        dispatched_at=now,
+        created_at=Now(),
+        dispatched_at=Now(),
     )
     publish_on_commit([uuid], using)
     log.info(
