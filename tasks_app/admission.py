@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Subquery
 from django.db.models.functions import Now
-from django.utils import timezone
 
 from .dispatch import publish_on_commit
 from .errors import (
@@ -270,7 +269,7 @@ def set_closed(closed: bool, using: str = "default") -> None:
         switch = lock_switch(using)
         if switch.closed != closed:
             switch.closed = closed
-            switch.changed_at = timezone.now()
+            switch.changed_at = Now()
             switch.save(update_fields=["closed", "changed_at"])
             log.warning(
                 "scheduler %s",
