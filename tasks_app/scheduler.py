@@ -81,6 +81,7 @@ class Scheduler:
     def _policy(self) -> AdmissionPolicy:
         return AdmissionPolicy(
             queue_size=self.queue_size,
+            num_workers=self.num_workers,
             max_request_bytes=self.max_request_bytes,
             accepting_here=self.accepting_here,
         )

@@ -33,12 +33,14 @@ def fetch(using: str, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ..
     """
     connection = connections[using]
     connection.ensure_connection()
-    with connection.wrap_database_errors:
-        # A psycopg.Cursor binds on the server whatever the connection's default
-        # cursor class (Django sets psycopg.ClientCursor).
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(query, params, binary=True)
-            rows = cursor.fetchall() if cursor.description is not None else []
+    # A psycopg.Cursor binds on the server whatever the connection's default cursor
+    # class (Django sets psycopg.ClientCursor).
+    with (
+        connection.wrap_database_errors,
+        psycopg.Cursor(connection.connection) as cursor,
+    ):
+        cursor.execute(query, params, binary=True)
+        rows = cursor.fetchall() if cursor.description is not None else []
     # The cursor is closed here, which frees libpq's copy of the rows: a 64 MiB
     # request must not be held twice for as long as the task runs.
     return rows

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 
+from . import sql
 from .errors import BadRequest, TaskNotFound
 from .find import operators_to_q, parse_datetime, parse_uuid
 from .interfaces import UUID, FindOperator, Task, TaskPage, TaskStatus
@@ -117,6 +118,19 @@ class DjangoTaskStorage:
         return to_task(self._row(uuid, _without_bytes(self.rows())), with_bytes=False)
 
     def get_result(self, uuid: UUID) -> tuple[TaskStatus, bytes | None]:
+        if sql.is_postgresql(self.using):
+            # In binary: the ORM reads bytea as hex text, twice the result's size in
+            # libpq's buffer before the decoded copy.
+            normalised = parse_uuid(uuid)
+            rows = sql.fetch(
+                self.using,
+                "SELECT status, result FROM scheduler_task WHERE uuid = %s",
+                (normalised,),
+            )
+            if not rows:
+                raise TaskNotFound(normalised)
+            ((status, result),) = rows
+            return TaskStatus(status), result
         row = self._row(uuid, self.rows().only("uuid", "status", "result"))
         result = bytes(row.result) if row.result is not None else None
         return TaskStatus(row.status), result

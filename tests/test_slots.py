@@ -41,13 +41,19 @@ def start_claimers(
     ]
 
 
-def waiting_inserts(database_url: str, table: str = "scheduler_slot_lock") -> int:
-    """How many sessions wait to insert into ``table`` behind another's row."""
+def waiting_inserts(
+    database_url: str, table: str = "scheduler_slot_lock", function: str = ""
+) -> int:
+    """How many sessions wait to insert into ``table`` behind another's row.
+
+    On PostgreSQL the insert may run inside one of our functions (``function``), where
+    pg_stat_activity shows the call, not the insert.
+    """
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE %s",
-            (f'INSERT INTO "{table}"%',),
+            "AND (query LIKE %s OR (%s <> '' AND query LIKE %s))",
+            (f'INSERT INTO "{table}"%', function, f"SELECT * FROM {function}(%"),
         ).fetchone()
     return int(row[0]) if row else 0
 
@@ -127,7 +133,12 @@ def test_admissions_that_find_the_switch_row_missing_still_hold_the_queue_bound(
             for n in range(4)
         ]
         wait_until(
-            lambda: waiting_inserts(live_database_url, "scheduler_switch") == 4,
+            lambda: (
+                waiting_inserts(
+                    live_database_url, "scheduler_switch", "scheduler_admit"
+                )
+                == 4
+            ),
             60,
             message="every submitter to wait behind the uncommitted row",
         )

@@ -204,7 +204,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CONCURRENCY = SCHEDULER_NUM_WORKERS
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# No task-sent event: it is a second Redis publish on every admission, for Flower's
+# "pending" state only; the worker's own events (received, started, succeeded) remain.
+CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A publish that fails leaves its task queued in the database, where the reconciler finds
