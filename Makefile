@@ -1,7 +1,8 @@
 # The two commands of the README, and the ones around them.
 #   make run    start web (8000), gRPC (50051), a worker and Flower (5555) in the foreground
 #   make test   lint, migration check and the whole test suite
-#   make bench  the benchmarks under bench/ (BENCH_QUICK=1 for a short run)
+#   make bench  the benchmarks under bench/ (BENCH_QUICK=1 for a short run,
+#               BENCH_SMOKE=1 for every benchmark at its smallest, as CI runs it)
 
 PYTHON ?= python3
 VENV := .venv

@@ -10,11 +10,14 @@ HTTP/1.1 connection kept alive), calling back to back for the phase's duration:
 - ``add_task_duplicate``: one of a few known requests, answered without the lock;
 - ``get_task``: a known UUID.
 
-``run(quick)`` expects the environment of a migrated database and a broker in
+``run(seconds)`` expects the environment of a migrated database and a broker in
 ``os.environ`` (``bench.ours_scenarios.admission`` provides it). Run as a script, it
 makes a fresh database and a redis-server of its own::
 
     python bench/grpc_http_rates.py [--quick]
+
+Each phase lasts ``admission_seconds_per_phase`` of ``bench.sizes`` (``--quick``, or
+``BENCH_QUICK=1`` / ``BENCH_SMOKE=1`` as for ``make bench``).
 """
 
 from __future__ import annotations
@@ -241,9 +244,9 @@ def measure(
     return figures
 
 
-def run(quick: bool) -> dict[str, Any]:
-    """Calls per second over gRPC and HTTP, new and duplicate AddTask, and GetTask."""
-    seconds = 2.0 if quick else 10.0
+def run(seconds: float) -> dict[str, Any]:
+    """Calls per second over gRPC and HTTP, new and duplicate AddTask, and GetTask, in
+    phases of ``seconds`` each."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.setdefault("SCHEDULER_QUEUE_SIZE", "1000000")  # the bound is not measured
     grpc_port, http_port = free_port(), free_port()
@@ -304,8 +307,10 @@ def print_figures(figures: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    quick = "--quick" in argv or os.environ.get("BENCH_QUICK") == "1"
+    from bench import sizes
     from bench.services import services
+
+    chosen = sizes.QUICK if "--quick" in argv else sizes.from_environment()
 
     with services("grpc_http_rates") as env:
         os.environ.update(
@@ -322,7 +327,7 @@ def main(argv: list[str]) -> int:
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             check=True,
         )
-        print_figures(run(quick))
+        print_figures(run(chosen.admission_seconds_per_phase))
     return 0
 
 

@@ -1,10 +1,16 @@
 """Run every benchmark, one process each, then print the table and write the JSON.
 
-Environment: ``BENCH_QUICK=1`` for a short run (CI keeps it from rotting; it asserts
-no times); ``BENCH_ONLY=ours,celery_redis`` to run some benchmarks only;
+Environment: ``BENCH_QUICK=1`` for a short run; ``BENCH_SMOKE=1`` for every benchmark
+at its smallest (CI runs it so that the benchmarks cannot rot; it writes
+``bench/results/smoke.json`` rather than ``latest.json``); the sizes of each are in
+``bench.sizes``. ``BENCH_ONLY=ours,celery_redis`` to run some benchmarks only;
 ``BENCH_RESULTS`` for another output file than ``bench/results/latest.json``;
 ``BENCH_PROFILE=1`` to add the profile of our worker and client (``bench.profile``);
 ``BENCH_MERGE=1`` to replace only the benchmarks run now in an existing results file.
+
+The exit status is 1 when any benchmark failed: it raised, hung, or produced figures
+that ``bench.checks`` found incomplete (a task not done, a figure missing). No time is
+asserted, in any mode.
 """
 
 from __future__ import annotations
@@ -22,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.sizes import SMOKE, ModeError, Sizes, from_environment
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(
-    os.environ.get("BENCH_RESULTS", ROOT / "bench" / "results" / "latest.json")
-)
+RESULTS_DIR = ROOT / "bench" / "results"
 
 STANDARD = [
     "ours",
@@ -43,8 +48,10 @@ SCENARIOS = [
     "ours_big_request_ssb",
     "ours_statements",
 ]
-# A benchmark that has not finished in this long has hung: it is stopped and reported.
-TIMEOUT_SECONDS = 1800
+
+
+class UnknownBenchmark(ValueError):
+    """BENCH_ONLY named a benchmark that does not exist: use the names listed."""
 
 
 def benchmarks() -> list[str]:
@@ -54,23 +61,37 @@ def benchmarks() -> list[str]:
     only = os.environ.get("BENCH_ONLY")
     if only:
         wanted = {name.strip() for name in only.split(",") if name.strip()}
-        return [name for name in [*names, "ours_profile"] if name in wanted]
+        known = [*names, "ours_profile"]
+        unknown = sorted(wanted - set(known))
+        if unknown:
+            # A misspelt name would otherwise run nothing and pass.
+            raise UnknownBenchmark(
+                f"BENCH_ONLY names no benchmark {', '.join(unknown)}; "
+                f"the benchmarks are {', '.join(known)}"
+            )
+        return [name for name in known if name in wanted]
     if os.environ.get("BENCH_PROFILE", "") not in ("", "0"):
         names.append("ours_profile")
     return names
 
 
-def run_one(name: str, quick: bool) -> dict[str, Any]:
+def results_path(sizes: Sizes) -> Path:
+    """Where the figures go: a smoke run's never replace a measured run's."""
+    default = RESULTS_DIR / ("smoke.json" if sizes is SMOKE else "latest.json")
+    return Path(os.environ.get("BENCH_RESULTS", default))
+
+
+def run_one(name: str, sizes: Sizes) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         argv = [sys.executable, "-m", "bench.run_system", name, str(out)]
-        if quick:
-            argv.append("--quick")
+        argv += ["--mode", sizes.mode]
+        timeout = sizes.timeout_seconds
         started = time.monotonic()
         try:
-            subprocess.run(argv, cwd=ROOT, timeout=TIMEOUT_SECONDS, check=False)
+            subprocess.run(argv, cwd=ROOT, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
-            return {"ok": False, "error": f"timed out after {TIMEOUT_SECONDS} s"}
+            return {"ok": False, "error": f"timed out after {timeout:g} s"}
         if not out.exists():
             return {
                 "ok": False,
@@ -127,25 +148,32 @@ def _cpu_model() -> str:
 
 
 def main() -> int:
-    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
-    names = benchmarks()
+    try:
+        sizes = from_environment()
+        names = benchmarks()
+    except (ModeError, UnknownBenchmark) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    results_file = results_path(sizes)
     document: dict[str, Any] = {
-        "quick": quick,
+        "mode": sizes.mode,
+        "quick": sizes.mode == "quick",
         "cap": 4,
         "request_bytes": 1024,
         "machine": machine(),
     }
     results: dict[str, Any] = {}
+    label = "" if sizes.mode == "full" else f" ({sizes.mode})"
     for name in names:
-        print(f"bench: running {name}{' (quick)' if quick else ''}", flush=True)
-        results[name] = run_one(name, quick)
+        print(f"bench: running {name}{label}", flush=True)
+        results[name] = run_one(name, sizes)
         state = "ok" if results[name].get("ok") else results[name].get("error")
         print(f"bench: {name}: {state} in {results[name].get('seconds')} s", flush=True)
     document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    if os.environ.get("BENCH_MERGE", "") not in ("", "0") and RESULTS.exists():
+    if os.environ.get("BENCH_MERGE", "") not in ("", "0") and results_file.exists():
         # Re-run some benchmarks into an earlier file: each result keeps its own time
         # and load average, and the file says which were merged in.
-        earlier = json.loads(RESULTS.read_text())
+        earlier = json.loads(results_file.read_text())
         merged = earlier.get("merged", []) + sorted(results)
         results = {**earlier.get("results", {}), **results}
         document = {**document, "machine": earlier.get("machine", document["machine"])}
@@ -154,8 +182,8 @@ def main() -> int:
     verdicts = report.targets(results)
     document["targets"] = verdicts
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
+    results_file.parent.mkdir(parents=True, exist_ok=True)
+    results_file.write_text(json.dumps(document, indent=2) + "\n")
 
     print()
     print(report.table(results))
@@ -164,7 +192,9 @@ def main() -> int:
     print()
     print(report.targets_table(verdicts))
     print()
-    print(f"bench: raw figures written to {RESULTS}")
+    if sizes is SMOKE:
+        print("bench: a smoke run: it proves the code runs; its times mean nothing")
+    print(f"bench: raw figures written to {results_file}")
     failed = [name for name in names if not results[name].get("ok")]
     if failed:
         print(f"bench: these benchmarks failed: {', '.join(failed)}", file=sys.stderr)

@@ -22,8 +22,10 @@ import psutil
 
 from bench import workloads
 from bench.services import Services
+from bench.sizes import Sizes
 from bench.systems.ours import (
     ECHO_PROCESSOR,
+    count_failed,
     count_finished,
     our_cluster,
     setup_django,
@@ -76,10 +78,11 @@ def _until_restarted(uuid: str, attempt: int, timeout: float) -> float:
     return float(_task_row(uuid)["started"])
 
 
-def recovery(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+def recovery(env: Services, tmp: Path, cap: int, sizes: Sizes) -> dict[str, Any]:
     """kill -9 of a whole busy worker (main process and pool) until its task runs again;
     and, for comparison, of the pool child alone, which its own main process notices."""
     cluster = our_cluster(env, tmp, cap)
+    cluster.configure(scheduler_lease_seconds=sizes.recovery_lease_seconds)
     setup_django(cluster)
     from tasks_app.config import scheduler_config
     from tasks_app.scheduler import get_scheduler
@@ -92,7 +95,7 @@ def recovery(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
     }
     trials: list[float] = []
     try:
-        for trial in range(1 if quick else 2):
+        for trial in range(sizes.recovery_trials):
             uuid, row = _busy(scheduler, 600, workloads.new_tag("kill"))
             name = row["worker"].split("@", 1)[0]
             victim = workers[name]
@@ -111,6 +114,8 @@ def recovery(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
         os.kill(child_pid, signal.SIGKILL)
         child_seconds = _until_restarted(uuid, row["attempts"], 60) - killed_at
     finally:
+        # The 600 s tasks are still running: a warm shutdown would wait for them.
+        cluster.kill()
         cluster.stop()
     return {
         "lease_seconds": lease_seconds,
@@ -189,9 +194,9 @@ def _rss_by_process(pid: int) -> dict[str, float]:
     return {name: round(size, 2) for name, size in sizes.items()}
 
 
-def memory(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+def memory(env: Services, tmp: Path, cap: int, sizes: Sizes) -> dict[str, Any]:
     """Worker RSS (main process and children) over many no-op tasks: it must stay flat."""
-    total = 2_000 if quick else 10_000
+    total = sizes.memory_tasks
     warm = total // 10
     cluster = our_cluster(env, tmp, cap, processor=ECHO_PROCESSOR)
     setup_django(cluster)
@@ -203,8 +208,8 @@ def memory(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
     try:
         sampler = RssSampler(worker.pid)
         sampler.start()
-        handles = _submit_all(scheduler, tag, 0, warm)
-        _wait_count(handles, 300)
+        warm_handles = _submit_all(scheduler, tag, 0, warm)
+        _wait_count(warm_handles, 300)
         time.sleep(1)
         after_warm_up_at = time.monotonic()
         after_warm_up = _tree_rss(worker.pid)
@@ -218,10 +223,12 @@ def memory(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
         sampler.stop()
         peak = sampler.peak_since(after_warm_up_at)
         children = len(psutil.Process(worker.pid).children(recursive=True))
+        failed = count_failed(warm_handles + handles)
     finally:
         cluster.stop()
     return {
         "tasks": total,
+        "failed": failed,
         "warm_up_tasks": warm,
         "processes": 1 + children,
         "rss_after_warm_up_mib": round(after_warm_up / MiB, 2),
@@ -266,11 +273,12 @@ def _helper(cluster: Cluster, *args: str) -> dict[str, Any]:
 
 
 def big_request(
-    env: Services, tmp: Path, cap: int, quick: bool, server_side_binding: bool = False
+    env: Services, tmp: Path, cap: int, sizes: Sizes, server_side_binding: bool = False
 ) -> dict[str, Any]:
-    """One 64 MiB request end to end: submitted by one process, echoed by a worker, its
-    result read back by another; the peak RSS of each of our processes against 4x."""
-    size = 64 * MiB
+    """One large request (64 MiB in the full run) end to end: submitted by one process,
+    echoed by a worker, its result read back by another; the peak RSS of each of our
+    processes against 4x the request."""
+    size = sizes.big_request_bytes
     cluster = our_cluster(env, tmp, cap, processor=ECHO_PROCESSOR)
     if server_side_binding:
         cluster.configure(bench_server_side_binding=1)
@@ -322,7 +330,7 @@ def _worker_peaks(worker: Worker) -> dict[str, int]:
 # --- what each task costs in SQL --------------------------------------------------------
 
 
-def statements(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+def statements(env: Services, tmp: Path, cap: int, sizes: Sizes) -> dict[str, Any]:
     """SQL statements and bytes of SQL text for one admission and one task's run,
     counted in this process on the real database (no worker, so nothing races)."""
     cluster = our_cluster(env, tmp, cap)
@@ -336,6 +344,7 @@ def statements(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any
 
     scheduler = get_scheduler()
     dispatch.publish = lambda uuids: len(list(uuids))  # count SQL, not the broker
+    _log_hand_written_statements()
     tag = workloads.new_tag("sql")
     figures: dict[str, Any] = {}
 
@@ -378,6 +387,31 @@ def statements(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any
     return figures
 
 
+def _log_hand_written_statements() -> None:
+    """Let Django's query log see the statements run through ``tasks_app.sql``.
+
+    ``sql.fetch`` runs each on a psycopg cursor of its own, past Django's cursor wrapper,
+    so ``CaptureQueriesContext`` would count none of them; logged here, they are counted
+    in order with Django's own (and its BEGIN and COMMIT).
+    """
+    from django.db import connections
+
+    from tasks_app import sql
+
+    fetch = sql.fetch
+
+    def logged(
+        using: str, query: str, params: tuple[Any, ...]
+    ) -> list[tuple[Any, ...]]:
+        rows = fetch(using, query, params)
+        connection = connections[using]
+        if connection.queries_logged:
+            connection.queries_log.append({"sql": query, "time": "0.000"})
+        return rows
+
+    sql.fetch = logged
+
+
 def _client_side_inflation() -> float:
     """How many bytes of SQL text one byte of request becomes with client-side binding."""
     from django.db import connection
@@ -391,31 +425,31 @@ def _client_side_inflation() -> float:
 # --- admission rates (another engineer's module) -------------------------------------
 
 
-def admission(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+def admission(env: Services, tmp: Path, cap: int, sizes: Sizes) -> dict[str, Any]:
     """HTTP and gRPC admissions per second, new and duplicate (bench.grpc_http_rates)."""
     cluster = our_cluster(env, tmp, cap)
     setup_django(cluster)
     os.environ["BENCH_LOG_DIR"] = str(tmp)
     from bench import grpc_http_rates  # type: ignore[attr-defined]
 
-    return dict(grpc_http_rates.run(quick))
+    return dict(grpc_http_rates.run(sizes.admission_seconds_per_phase))
 
 
-def _profile(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+def _profile(env: Services, tmp: Path, cap: int, sizes: Sizes) -> dict[str, Any]:
     from bench import profile
 
-    return profile.profile(env, tmp, cap, quick)
+    return profile.profile(env, tmp, cap, sizes)
 
 
-SCENARIOS: dict[str, Callable[[Services, Path, int, bool], dict[str, Any]]] = {
+SCENARIOS: dict[str, Callable[[Services, Path, int, Sizes], dict[str, Any]]] = {
     "ours_profile": _profile,
     "ours_recovery": recovery,
     "ours_memory": memory,
     "ours_big_request": big_request,
     # A measured proposal, not as shipped: psycopg's server-side binding for the writes,
     # and the result read back with a binary-format cursor.
-    "ours_big_request_ssb": lambda env, tmp, cap, quick: big_request(
-        env, tmp, cap, quick, server_side_binding=True
+    "ours_big_request_ssb": lambda env, tmp, cap, sizes: big_request(
+        env, tmp, cap, sizes, server_side_binding=True
     ),
     "ours_statements": statements,
     "ours_admission": admission,

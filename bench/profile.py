@@ -22,6 +22,7 @@ from typing import Any
 
 from bench import workloads
 from bench.services import Services
+from bench.sizes import Sizes
 from bench.systems.ours import Ours
 
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
@@ -94,10 +95,10 @@ def summarize(raw: Path, within: str | None = None, top: int = 12) -> dict[str, 
     }
 
 
-def profile(env: Services, tmp: Path, cap: int, quick: bool) -> dict[str, Any]:
+def profile(env: Services, tmp: Path, cap: int, sizes: Sizes) -> dict[str, Any]:
     from pyinstrument import Profiler
 
-    count = 300 if quick else 1000
+    count = sizes.profile_tasks
     system = Ours(env, cap, tmp, start_worker=False)
     try:
         client = Profiler(interval=0.001)

@@ -270,7 +270,8 @@ def extras(results: dict[str, Any]) -> str:
             f"{name} {mib:.0f}" for name, mib in big["peak_rss_mib"].items()
         )
         lines.append(
-            f"64 MiB request: {big['status']} in {big['end_to_end_seconds']:.1f} s, "
+            f"{big['request_mib']} MiB request: {big['status']} in "
+            f"{big['end_to_end_seconds']:.1f} s, "
             f"result {'matches' if big['result_matches'] else 'DIFFERS'}; peak RSS MiB "
             f"(limit {big['limit_mib']}): {peaks}"
         )

@@ -1,7 +1,9 @@
-"""One benchmark in this process: ``python -m bench.run_system NAME OUT.json [--quick]``.
+"""One benchmark in this process: ``python -m bench.run_system NAME OUT.json [--mode M]``.
 
 Each benchmark runs in a process of its own because each builds its client (Django
 settings, a Celery app, a Procrastinate app) from the environment of its own services.
+Its figures are checked for completeness (``bench.checks``) before they are written: a
+benchmark with a missing figure, a failed task or a short count has failed.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import workloads
+from bench import checks, workloads
 from bench.services import Services, services
+from bench.sizes import MODES, Sizes
 
 CAP = 4
 LOGS = Path(__file__).resolve().parent / "results" / "logs"
@@ -78,16 +81,16 @@ def workdir(name: str) -> Path:
     return path
 
 
-def run_standard(name: str, quick: bool) -> dict[str, Any]:
+def run_standard(name: str, sizes: Sizes) -> dict[str, Any]:
     """The standard figures of one system, on services of its own."""
     with services(name) as env:
         system = SYSTEMS[name](env, workdir(name))
         try:
-            figures: dict[str, Any] = workloads.standard_figures(system, quick)
+            figures: dict[str, Any] = workloads.standard_figures(system, sizes)
             extra = getattr(system, "extra_figures", None)
             if extra is not None:
                 try:
-                    figures.update(extra(quick))
+                    figures.update(extra(sizes))
                 except Exception as exc:  # an extra never costs the standard figures
                     traceback.print_exc()
                     figures["extra_error"] = f"{type(exc).__name__}: {exc}"
@@ -96,33 +99,39 @@ def run_standard(name: str, quick: bool) -> dict[str, Any]:
             system.close()
 
 
-def run_scenario(name: str, quick: bool) -> dict[str, Any]:
+def run_scenario(name: str, sizes: Sizes) -> dict[str, Any]:
     """Our platform's own scenarios (recovery, memory, ...), each on fresh services."""
     from bench import ours_scenarios
 
     scenario = ours_scenarios.SCENARIOS[name]
     with services(name) as env:
-        return scenario(env, workdir(name), CAP, quick)
+        return scenario(env, workdir(name), CAP, sizes)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name")
     parser.add_argument("out", type=Path)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--mode", choices=sorted(MODES), default="full")
     args = parser.parse_args()
+    sizes = MODES[args.mode]
+    standard = args.name in SYSTEMS
 
     started = time.monotonic()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     try:
-        if args.name in SYSTEMS:
-            figures = run_standard(args.name, args.quick)
-        else:
-            figures = run_scenario(args.name, args.quick)
+        run = run_standard if standard else run_scenario
+        figures = run(args.name, sizes)
         outcome: dict[str, Any] = {"ok": True, "figures": figures}
     except Exception as exc:
         traceback.print_exc()
         outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    else:
+        # The figures are kept either way, so that the table shows what was measured.
+        found = checks.problems(args.name, figures, sizes, standard)
+        if found:
+            outcome.update(ok=False, error="incomplete: " + "; ".join(found))
+            print(f"{args.name}: {outcome['error']}", file=sys.stderr)
     outcome["seconds"] = round(time.monotonic() - started, 1)
     outcome["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     outcome["load_average"] = {

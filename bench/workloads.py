@@ -4,7 +4,9 @@ A system is anything with ``submit`` and ``finished``: the workload records the 
 clock just before each submit call, and the system answers, for each handle, the
 completion time its own store recorded (our ``finished_at``, a result backend's
 ``date_done``, Procrastinate's ``succeeded`` event, the time a Dramatiq actor wrote).
-Every clock is this machine's, so the differences are latencies.
+Every clock is this machine's, so the differences are latencies. Each figure also
+counts the tasks that failed, after its clock has stopped: a figure over failed tasks
+measures nothing (``bench.checks`` refuses it).
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from bench.sizes import Sizes
+
 REQUEST_BYTES = 1024
 POLL_SECONDS = 0.2
+ROUND_TRIP_RATE = 50  # submissions per second
 # BENCH_CLIENTS: the client threads that submit the utilization and burst batches, so
 # that a system's submit call does not pace work that was all handed over at once.
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
@@ -38,6 +43,10 @@ class System(Protocol):
         ...
 
     def count_finished(self, handles: list[str]) -> int: ...
+
+    def count_failed(self, handles: list[str]) -> int:
+        """How many of the finished handles ended in failure rather than success."""
+        ...
 
 
 def request(seconds: float, tag: str, index: int, size: int = REQUEST_BYTES) -> bytes:
@@ -81,7 +90,7 @@ def wait_finished(
     return system.finished(handles)
 
 
-def warm_up(system: System, count: int = 40) -> None:
+def warm_up(system: System, count: int) -> None:
     """Run a few tasks first, so that connections and imports are in place."""
     tag = new_tag("warm")
     handles = [system.submit(0, request(0, tag, i)) for i in range(count)]
@@ -98,6 +107,7 @@ def utilization(system: System, count: int, seconds: float) -> dict[str, float]:
     wall = max(done.values()) - first
     return {
         "tasks": count,
+        "failed": system.count_failed(handles),
         "task_seconds": seconds,
         "wall_seconds": round(wall, 4),
         "submit_seconds": round(submitted - first, 4),
@@ -151,6 +161,7 @@ def round_trip(
         started[handle] = at
     done = wait_finished(system, list(started), timeout=120)
     summary = latency_summary([done[h] - started[h] for h in started])
+    summary["failed"] = system.count_failed(list(started))
     summary["rate_per_second"] = rate_per_second
     summary["late_submits"] = late
     # How much of the round trip the submit call itself is (the client's share).
@@ -170,6 +181,7 @@ def burst(system: System, count: int, clients: int = CLIENTS) -> dict[str, float
     wall = max(done.values()) - first
     return {
         "tasks": count,
+        "failed": system.count_failed(handles),
         "clients": clients,
         "wall_seconds": round(wall, 4),
         "submit_seconds": round(submitted - first, 4),
@@ -178,13 +190,13 @@ def burst(system: System, count: int, clients: int = CLIENTS) -> dict[str, float
     }
 
 
-def standard_figures(system: System, quick: bool) -> dict[str, dict[str, float]]:
+def standard_figures(system: System, sizes: Sizes) -> dict[str, dict[str, float]]:
     """The figures every system reports: utilization, round trip, burst."""
-    warm_up(system)
+    warm_up(system, sizes.warm_up_tasks)
     return {
-        "util_50ms": utilization(system, 100 if quick else 400, 0.05),
-        "util_1s": utilization(system, 12 if quick else 100, 1.0),
-        "round_trip": round_trip(system, 50, 3 if quick else 10),
-        "burst": burst(system, 500 if quick else 2000),
-        "burst_one_client": burst(system, 200 if quick else 2000, clients=1),
+        "util_50ms": utilization(system, sizes.util_50ms_tasks, 0.05),
+        "util_1s": utilization(system, sizes.util_1s_tasks, 1.0),
+        "round_trip": round_trip(system, ROUND_TRIP_RATE, sizes.round_trip_seconds),
+        "burst": burst(system, sizes.burst_tasks),
+        "burst_one_client": burst(system, sizes.burst_one_client_tasks, clients=1),
     }

@@ -72,6 +72,14 @@ class CeleryDjangoResults:
         ).fetchall()
         return {task_id: at for task_id, at in rows}
 
+    def count_failed(self, handles: list[str]) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM django_celery_results_taskresult "
+            "WHERE task_id = ANY(%s) AND status = 'FAILURE'",
+            (handles,),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def close(self) -> None:
         self.worker.stop()
         self.db.close()

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -71,15 +72,25 @@ class CeleryRedis:
         return total
 
     def finished(self, handles: list[str]) -> dict[str, float]:
-        done: dict[str, float] = {}
+        return {
+            handle: parse_date_done(meta["date_done"])
+            for handle, meta in self._metas(handles)
+        }
+
+    def count_failed(self, handles: list[str]) -> int:
+        return sum(meta["status"] == "FAILURE" for _, meta in self._metas(handles))
+
+    def _metas(self, handles: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """The result backend's record of each finished handle."""
+        metas: list[tuple[str, dict[str, Any]]] = []
         for start in range(0, len(handles), 500):
             chunk = handles[start : start + 500]
             for handle, raw in zip(
                 chunk, self.results.mget([META_PREFIX + h for h in chunk]), strict=True
             ):
                 if raw is not None:
-                    done[handle] = parse_date_done(json.loads(raw)["date_done"])
-        return done
+                    metas.append((handle, json.loads(raw)))
+        return metas
 
     def close(self) -> None:
         self.worker.stop()

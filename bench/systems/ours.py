@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.services import Services
+from bench.sizes import Sizes
 from tests.harness import ROOT, Cluster, free_port, wait_until
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 FINISHED = ("done", "error")
+FAILED = "error"
 BENCH_PROCESSOR = "bench.processors:SleepEchoProcessor"
 ECHO_PROCESSOR = "tasks_app.processors:EchoProcessor"
 
@@ -80,6 +82,18 @@ def count_finished(uuids: list[str]) -> int:
             "SELECT count(*) FROM scheduler_task "
             "WHERE uuid = ANY(%s::uuid[]) AND status = ANY(%s)",
             [uuids, list(FINISHED)],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def count_failed(uuids: list[str]) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM scheduler_task "
+            "WHERE uuid = ANY(%s::uuid[]) AND status = %s",
+            [uuids, FAILED],
         )
         return int(cursor.fetchone()[0])
 
@@ -180,7 +194,10 @@ class Ours:
     def finished(self, handles: list[str]) -> dict[str, float]:
         return finished_times(handles)
 
-    def extra_figures(self, quick: bool) -> dict[str, Any]:
+    def count_failed(self, handles: list[str]) -> int:
+        return count_failed(handles)
+
+    def extra_figures(self, sizes: Sizes) -> dict[str, Any]:
         from bench import workloads
 
         missing = http_api_missing()
@@ -191,8 +208,10 @@ class Ours:
         except Exception as exc:  # the API is young: report it, keep the other figures
             return {"round_trip_http": {"error": f"{type(exc).__name__}: {exc}"}}
         try:
-            workloads.warm_up(_Via(self, client.submit), 20)
-            figure = workloads.round_trip(self, 50, 3 if quick else 10, client.submit)
+            workloads.warm_up(_Via(self, client.submit), sizes.http_warm_up_tasks)
+            figure = workloads.round_trip(
+                self, workloads.ROUND_TRIP_RATE, sizes.round_trip_seconds, client.submit
+            )
         except Exception as exc:
             figure = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -219,3 +238,6 @@ class _Via:
 
     def finished(self, handles: list[str]) -> dict[str, float]:
         return self._system.finished(handles)
+
+    def count_failed(self, handles: list[str]) -> int:
+        return self._system.count_failed(handles)

@@ -62,6 +62,14 @@ class Procrastinate:
         ).fetchall()
         return {str(job_id): at for job_id, at in rows}
 
+    def count_failed(self, handles: list[str]) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE id = ANY(%s) "
+            "AND status = 'failed'",
+            ([int(h) for h in handles],),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def close(self) -> None:
         self.worker.stop()
         self._opened.__exit__(None, None, None)
