@@ -7,14 +7,25 @@ an owner (``<boot id>:<pid>`` of the process running it) and an expiry on the da
 clock. The worker's main process renews it (see ``keeper``); once it expires, the task
 goes back to the queue and its slot is free again.
 
-Three moves change the number of slots in use, and two of them take the slot lock, so
-that no claim can slip between a "none free" answer and a release:
+Claims change the number of slots in use under the slot lock, and so does every move
+that lets a slot go without handing it over, so that no claim can slip between a "none
+free" answer and a release:
 
 - ``claim``: lock, count, and take a queued task if a slot is free;
 - ``finish``: record the outcome; then hand the slot straight to the next queued task
   (the count does not change, so no lock), or, when the queue looks empty, lock and
   look again before letting the slot go;
-- ``recover_expired``: put back tasks whose lease ran out (no lock: it only frees).
+- ``recover_expired`` and ``fail_running``: end tasks whose lease ran out or whose time
+  limit passed.
+
+An admission that finds every slot busy publishes no message: a finishing worker takes
+its task. So a move that lets a slot go with tasks queued publishes a message for the
+oldest of them, under the slot lock, which that admission holds from its count of busy
+slots to its commit: either the admission sees the slot free, or the move sees its task.
+
+On PostgreSQL, ``claim`` and ``finish`` are one call each of a PL/pgSQL function
+(migration 0005), through ``sql``; other databases take the ORM path below, which does
+the same in several statements.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from django.db import transaction
 from django.db.models import BooleanField, Case, QuerySet, When
 from django.db.models.functions import Now
 
+from . import sql
 from .config import scheduler_config
 from .dispatch import publish_on_commit
 from .metrics import counters
@@ -84,6 +96,89 @@ def _expiry(lease_seconds: float) -> Now:
     return Now() + dt.timedelta(seconds=lease_seconds)  # type: ignore[return-value]
 
 
+def _started(
+    uuid: str, digest: str, attempt: int, owner: str, request: bytes, worker: str
+) -> Claim:
+    log.info(
+        "task %s: processing (attempt %d) on %s",
+        uuid,
+        attempt,
+        worker,
+        extra={"task_uuid": uuid, "event": "processing", "worker": worker},
+    )
+    return Claim(uuid, digest, attempt, owner, request)
+
+
+def _refused(claim: Claim) -> None:
+    log.warning(
+        "task %s: outcome of attempt %d discarded: its lease was lost and the "
+        "task went back to the queue, where another attempt records it",
+        claim.uuid,
+        claim.attempt,
+        extra={"task_uuid": claim.uuid, "event": "late_write_refused"},
+    )
+
+
+def _recorded(
+    claim: Claim,
+    outcome: Outcome,
+    worker: str,
+    duration_seconds: float | None,
+    using: str,
+) -> None:
+    log.info(
+        "task %s: %s (attempt %d on %s, %s)%s",
+        claim.uuid,
+        outcome.status,
+        claim.attempt,
+        worker,
+        _took(duration_seconds),
+        f": {outcome.error[:200]}" if outcome.error else "",
+        extra={
+            "task_uuid": claim.uuid,
+            "event": str(outcome.status),
+            "worker": worker,
+            "attempt": claim.attempt,
+            "duration_seconds": duration_seconds,
+        },
+    )
+    # Counted once the outcome is committed: a rolled-back write recorded nothing. In
+    # autocommit (the PostgreSQL path) the commit has happened, and this runs now.
+    transaction.on_commit(
+        functools.partial(
+            counters.count_finished, outcome.status.value, duration_seconds
+        ),
+        using=using,
+    )
+
+
+def _wake(uuids: list[str], using: str) -> None:
+    """Publish on commit a message for each of these queued tasks: a slot was let go.
+
+    Call it under the slot lock, after the write that lets the slot go (see the
+    module docstring for why that makes it exact).
+    """
+    for uuid in uuids:
+        log.debug(
+            "task %s: queued while a slot was let go; a message wakes a worker",
+            uuid,
+            extra={"task_uuid": uuid, "event": "woken"},
+        )
+    publish_on_commit(uuids, using)
+
+
+def _oldest_queued(
+    count: int, using: str, besides: list[str] | None = None
+) -> list[str]:
+    if count <= 0:
+        return []
+    rows = TaskRecord.objects.using(using).filter(status=Status.QUEUED)
+    if besides:
+        rows = rows.exclude(uuid__in=besides)
+    oldest = rows.order_by("created_at").values_list("uuid", flat=True)[:count]
+    return [str(uuid) for uuid in oldest]
+
+
 def _queued(rows: QuerySet[TaskRecord], preferred: str | None) -> TaskRecord | None:
     """The preferred task if still queued, else the oldest queued one, row-locked."""
     locked = rows.select_for_update(skip_locked=True).only(
@@ -108,14 +203,7 @@ def _start(row: TaskRecord, worker: str, lease_seconds: float, using: str) -> Cl
         lease_owner=owner,
         lease_expires_at=_expiry(lease_seconds),
     )
-    log.info(
-        "task %s: processing (attempt %d) on %s",
-        row.uuid,
-        attempt,
-        worker,
-        extra={"task_uuid": str(row.uuid), "event": "processing", "worker": worker},
-    )
-    return Claim(str(row.uuid), row.hash, attempt, owner, bytes(row.request))
+    return _started(str(row.uuid), row.hash, attempt, owner, bytes(row.request), worker)
 
 
 def lock_slots(using: str) -> None:
@@ -132,6 +220,21 @@ def slots_in_use(using: str = "default") -> int:
     return TaskRecord.objects.using(using).filter(status=Status.PROCESSING).count()
 
 
+# Each function returns one row: (task_uuid, task_hash, task_attempts, task_request)
+# for a claim, all null when it took nothing; (recorded, next_uuid, next_hash,
+# next_attempts, next_request, wake_uuid) for a finish. Every parameter has a cast:
+# psycopg picks a type from the Python value (a small int goes as smallint), and the
+# call must resolve to the same function whatever the values.
+CLAIM_CALL = (
+    "SELECT * FROM scheduler_claim("
+    "%s::uuid, %s::integer, %s::text, %s::text, %s::double precision)"
+)
+FINISH_CALL = (
+    "SELECT * FROM scheduler_finish(%s::uuid, %s::integer, %s::text, %s::text, "
+    "%s::bytea, %s::text, %s::boolean, %s::text, %s::text, %s::double precision)"
+)
+
+
 def claim(
     preferred: str | None,
     *,
@@ -141,6 +244,8 @@ def claim(
     using: str = "default",
 ) -> Claim | None:
     """Take a free slot and a queued task, or ``None`` when no slot or no task is free."""
+    if sql.is_postgresql(using):
+        return _claim_in_one_call(preferred, worker, num_workers, lease_seconds, using)
     with transaction.atomic(using=using):
         lock_slots(using)
         rows = TaskRecord.objects.using(using)
@@ -150,6 +255,22 @@ def claim(
         if row is None:
             return None
         return _start(row, worker, lease_seconds, using)
+
+
+def _claim_in_one_call(
+    preferred: str | None,
+    worker: str,
+    num_workers: int,
+    lease_seconds: float,
+    using: str,
+) -> Claim | None:
+    owner = lease_owner()
+    ((uuid, digest, attempt, request),) = sql.fetch(
+        using, CLAIM_CALL, (preferred, num_workers, owner, worker, lease_seconds)
+    )
+    if uuid is None:
+        return None
+    return _started(str(uuid), digest, attempt, owner, request, worker)
 
 
 def finish(
@@ -165,12 +286,17 @@ def finish(
     """Record the outcome of ``claim``; return the next task this slot runs, if any.
 
     ``duration_seconds`` is how long the processor call took, for the log line and the
-    processing-time histogram.
+    processing-time histogram. Without ``take_next`` (the worker is stopping) the slot
+    is let go, and the oldest queued task, if any, gets a message.
 
     The write is guarded by the lease: if the task is no longer processing in this very
     attempt under this owner (its lease expired and it went back to the queue), the
     outcome is discarded, and the slot is not ours to pass on.
     """
+    if sql.is_postgresql(using):
+        return _finish_in_one_call(
+            claim, outcome, take_next, worker, lease_seconds, using, duration_seconds
+        )
     rows = TaskRecord.objects.using(using)
     with transaction.atomic(using=using):
         recorded = rows.filter(
@@ -188,52 +314,67 @@ def finish(
             lease_expires_at=None,
         )
         if not recorded:
-            log.warning(
-                "task %s: outcome of attempt %d discarded: its lease was lost and the "
-                "task went back to the queue, where another attempt records it",
-                claim.uuid,
-                claim.attempt,
-                extra={"task_uuid": claim.uuid, "event": "late_write_refused"},
-            )
+            _refused(claim)
             return None
-        log.info(
-            "task %s: %s (attempt %d on %s, %s)%s",
-            claim.uuid,
-            outcome.status,
-            claim.attempt,
-            worker,
-            _took(duration_seconds),
-            f": {outcome.error[:200]}" if outcome.error else "",
-            extra={
-                "task_uuid": claim.uuid,
-                "event": str(outcome.status),
-                "worker": worker,
-                "attempt": claim.attempt,
-                "duration_seconds": duration_seconds,
-            },
-        )
-        # Counted once the outcome is committed: a rolled-back write recorded nothing.
-        transaction.on_commit(
-            functools.partial(
-                counters.count_finished, outcome.status.value, duration_seconds
-            ),
-            using=using,
-        )
+        _recorded(claim, outcome, worker, duration_seconds, using)
         if not take_next:
             lock_slots(using)
+            _wake(_oldest_queued(1, using), using)
             return None
 
         row = _queued(rows, None)
         if row is None:
             # The queue looks empty; a task admitted a moment ago may have had its
-            # message refused by a claim that saw this slot still busy. Under the slot
-            # lock that claim has either finished (and its task is visible now) or not
-            # begun (and it will see this slot free).
+            # message refused by a claim that saw this slot still busy, or none at all.
+            # Under the slot lock that admission or claim has either committed (and
+            # its task is visible now) or not counted yet (and it will see this slot
+            # free).
             lock_slots(using)
             row = _queued(rows, None)
         if row is None:
             return None
         return _start(row, worker, lease_seconds, using)
+
+
+def _finish_in_one_call(
+    claim: Claim,
+    outcome: Outcome,
+    take_next: bool,
+    worker: str,
+    lease_seconds: float,
+    using: str,
+    duration_seconds: float | None,
+) -> Claim | None:
+    next_owner = lease_owner()
+    ((recorded, next_uuid, next_hash, next_attempt, next_request, wake_uuid),) = (
+        sql.fetch(
+            using,
+            FINISH_CALL,
+            (
+                claim.uuid,
+                claim.attempt,
+                claim.owner,
+                outcome.status.value,
+                outcome.result,
+                outcome.error,
+                take_next,
+                next_owner,
+                worker,
+                lease_seconds,
+            ),
+        )
+    )
+    if not recorded:
+        _refused(claim)
+        return None
+    _recorded(claim, outcome, worker, duration_seconds, using)
+    if wake_uuid is not None:
+        _wake([str(wake_uuid)], using)
+    if next_uuid is None:
+        return None
+    return _started(
+        str(next_uuid), next_hash, next_attempt, next_owner, next_request, worker
+    )
 
 
 def renew(owners: list[str], lease_seconds: float, using: str = "default") -> int:
@@ -310,6 +451,8 @@ def give_back(claim: Claim, reason: str, using: str = "default") -> bool:
         if claim.attempt >= scheduler_config().max_attempts:
             # recover_expired writes the error text; it runs on the next keeper tick,
             # and no renewal can revive this lease, as the owner no longer matches.
+            # The task stays processing until then, so its slot is not free yet:
+            # recover_expired, which lets it go, wakes the queue.
             given = rows.update(lease_owner="", lease_expires_at=Now())
         else:
             given = rows.update(
@@ -356,6 +499,12 @@ def fail_running(
             )
         )
         if failed:
+            # The slot lock after the write, not before: a finish of this very task can
+            # hold its row while it waits for the lock, and the lock taken first would
+            # make a deadlock. Held from here to the commit, it still makes the wake-up
+            # exact (see the module docstring).
+            lock_slots(using)
+            _wake(_oldest_queued(1, using), using)
             TaskEvent.objects.using(using).create(
                 task_id=uuid, attempt=attempt, event="time_limit", detail=error
             )
@@ -434,6 +583,13 @@ def recover_expired(
                 detail=detail,
             )
         publish_on_commit(requeue, using)
+        ended = len(expired) - len(requeue)
+        if ended:
+            # A task queued again has its message; the slot of a task ended in error
+            # goes to the oldest other queued task. The lock is taken only when there
+            # is a slot to pass on, so that a quiet tick never waits behind claims.
+            lock_slots(using)
+            _wake(_oldest_queued(ended, using, besides=requeue), using)
     for _, status in recovered:
         counters.count_lease_expiry(status.value)
         if status == Status.ERROR:

@@ -95,7 +95,7 @@ def test_claims_that_find_the_lock_row_missing_still_hold_the_cap(
         other.execute("INSERT INTO scheduler_slot_lock (id) VALUES (1)")
         claimers = start_claimers(cluster.env, processes=8, num_workers=2, delay=1.0)
         wait_until(
-            lambda: waiting_inserts(live_database_url) == 8,
+            lambda: waiting_inserts(live_database_url, function="scheduler_claim") == 8,
             60,
             message="every claimer to wait behind the uncommitted row",
         )
