@@ -198,11 +198,13 @@ def _admit_in_one_call(
 ) -> Admission:
     uuid = str(uuid_module.uuid4())
     try:
-        ((outcome, task_uuid, task_status, wake),) = sql.fetch(
-            using,
-            "SELECT * FROM scheduler_admit(%s, %s, %s, %s, %s)",
-            (uuid, digest, request, policy.queue_size, policy.num_workers),
-        )
+        with sql.bytes_argument(using, request) as (argument, bytes_params):
+            ((outcome, task_uuid, task_status, wake),) = sql.fetch(
+                using,
+                "SELECT * FROM scheduler_admit("
+                f"%s::uuid, %s::text, {argument}, %s::integer, %s::integer)",
+                (uuid, digest, *bytes_params, policy.queue_size, policy.num_workers),
+            )
     except IntegrityError:
         # Only reachable if the lock was bypassed (a row written by other means): the
         # unique hash still makes the answer the existing task.

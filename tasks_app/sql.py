@@ -8,16 +8,31 @@ rather than Django's: Django's backend binds parameters on the client, which wri
 back as hex. This cursor sends bytes as bytes and, with ``binary=True``, receives them
 so.
 
+Bytes over ``INLINE_BYTES`` move in chunks of ``CHUNK_BYTES`` instead (``bytes_argument``
+and ``read_bytes``): in one piece, psycopg and libpq each keep a copy of the whole value
+in flight, so a 64 MiB request would cost a process three times its size.
+
 Only PostgreSQL has these functions; ``is_postgresql`` tells callers when to take their
 ORM path instead (SQLite, for ``make run`` without services).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
 
 import psycopg
-from django.db import connections
+from django.db import connections, transaction
+
+INLINE_BYTES = 4 * 1024 * 1024
+CHUNK_BYTES = 1024 * 1024
+
+_UPLOAD_TABLE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS scheduler_upload (n integer, chunk bytea)
+ON COMMIT DELETE ROWS
+"""
+_UPLOADED = "(SELECT string_agg(chunk, ''::bytea ORDER BY n) FROM scheduler_upload)"
 
 
 def is_postgresql(using: str = "default") -> bool:
@@ -44,3 +59,60 @@ def fetch(using: str, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ..
     # The cursor is closed here, which frees libpq's copy of the rows: a 64 MiB
     # request must not be held twice for as long as the task runs.
     return rows
+
+
+@contextmanager
+def bytes_argument(
+    using: str, data: bytes | None
+) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """The SQL expression and parameters that pass ``data`` to a statement.
+
+    Small values are a parameter. A large one is copied in chunks into a temporary
+    table of this connection first, and the expression gathers it on the server; the
+    statement must then run inside this block, which holds the transaction the chunks
+    live in (the temporary table empties itself on commit).
+    """
+    if data is None or len(data) <= INLINE_BYTES:
+        yield "%s::bytea", (data,)
+        return
+    connection = connections[using]
+    with transaction.atomic(using=using):
+        connection.ensure_connection()
+        view = memoryview(data)
+        with (
+            connection.wrap_database_errors,
+            psycopg.Cursor(connection.connection) as cursor,
+        ):
+            cursor.execute(_UPLOAD_TABLE)
+            copy_rows = "COPY scheduler_upload (n, chunk) FROM STDIN (FORMAT BINARY)"
+            with cursor.copy(copy_rows) as copy:
+                copy.set_types(["integer", "bytea"])
+                for n, start in enumerate(range(0, len(data), CHUNK_BYTES)):
+                    copy.write_row((n, view[start : start + CHUNK_BYTES]))
+        yield _UPLOADED, ()
+
+
+def read_bytes(using: str, column: Literal["request", "result"], uuid: str) -> bytes:
+    """One task's ``request`` or ``result``, read in chunks of ``CHUNK_BYTES``.
+
+    One statement, so one snapshot: the chunks are of one value. For a value the
+    caller knows is there (a null reads as empty).
+    """
+    query = (
+        f"SELECT substring({column} FROM s FOR %s) FROM scheduler_task, "
+        f"generate_series(1, octet_length({column}), %s) AS s "
+        "WHERE uuid = %s::uuid ORDER BY s"
+    )
+    connection = connections[using]
+    connection.ensure_connection()
+    with (
+        connection.wrap_database_errors,
+        psycopg.Cursor(connection.connection) as cursor,
+    ):
+        chunks = [
+            chunk
+            for (chunk,) in cursor.stream(
+                query, (CHUNK_BYTES, CHUNK_BYTES, uuid), binary=True
+            )
+        ]
+    return b"".join(chunks)

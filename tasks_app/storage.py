@@ -124,12 +124,16 @@ class DjangoTaskStorage:
             normalised = parse_uuid(uuid)
             rows = sql.fetch(
                 self.using,
-                "SELECT status, result FROM scheduler_task WHERE uuid = %s",
-                (normalised,),
+                "SELECT status, result_size, "
+                "CASE WHEN result_size <= %s THEN result END "
+                "FROM scheduler_task WHERE uuid = %s::uuid",
+                (sql.INLINE_BYTES, normalised),
             )
             if not rows:
                 raise TaskNotFound(normalised)
-            ((status, result),) = rows
+            ((status, size, result),) = rows
+            if result is None and size is not None:
+                result = sql.read_bytes(self.using, "result", normalised)
             return TaskStatus(status), result
         row = self._row(uuid, self.rows().only("uuid", "status", "result"))
         result = bytes(row.result) if row.result is not None else None
