@@ -7,21 +7,22 @@ an owner (``<boot id>:<pid>`` of the process running it) and an expiry on the da
 clock. The worker's main process renews it (see ``keeper``); once it expires, the task
 goes back to the queue and its slot is free again.
 
-Claims change the number of slots in use under the slot lock, and so does every move
-that lets a slot go without handing it over, so that no claim can slip between a "none
-free" answer and a release:
+Three moves change the number of slots in use. A claim takes the slot lock, so that no
+two claims count the same free slot:
 
 - ``claim``: lock, count, and take a queued task if a slot is free;
 - ``finish``: record the outcome; then hand the slot straight to the next queued task
   (the count does not change, so no lock), or, when the queue looks empty, lock and
   look again before letting the slot go;
 - ``recover_expired`` and ``fail_running``: end tasks whose lease ran out or whose time
-  limit passed.
+  limit passed; a task queued again gets a message of its own.
 
 An admission that finds every slot busy publishes no message: a finishing worker takes
-its task. So a move that lets a slot go with tasks queued publishes a message for the
-oldest of them, under the slot lock, which that admission holds from its count of busy
-slots to its commit: either the admission sees the slot free, or the move sees its task.
+its task. So a move that lets a slot go without handing it over or queuing its task
+again (a stopping worker's finish, a time limit, attempts exhausted) publishes a
+message for the oldest queued task, under the slot lock, which that admission holds
+from its count of busy slots to its commit: either the admission sees the slot free,
+or the move sees its task.
 
 On PostgreSQL, ``claim`` and ``finish`` are one call each of a PL/pgSQL function
 (migration 0005), through ``sql``; other databases take the ORM path below, which does
