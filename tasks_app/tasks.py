@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 from celery import shared_task
-from celery.exceptions import Ignore
 
 from . import leases, runner, shutdown
 from .config import scheduler_config
@@ -17,7 +16,7 @@ NOTHING_TO_RUN = "nothing to run: the task is taken or finished, or no slot is f
 
 
 @shared_task(name=RUN_TASK, bind=True)
-def run_task(self: Any, uuid: str) -> dict[str, list[str]]:
+def run_task(self: Any, uuid: str) -> dict[str, list[str]] | str:
     """Run task ``uuid`` if it is still queued and a slot is free, then the next ones.
 
     A message whose task is already processing under a live lease, finished, or waiting
@@ -35,11 +34,14 @@ def run_task(self: Any, uuid: str) -> dict[str, list[str]]:
         lease_seconds=config.lease_seconds,
     )
     if claim is None:
-        # Ignore stores no result (no database write for a message that did nothing),
-        # but sends no event either, and Flower would show the message as started
-        # forever: say that it ended.
-        self.send_event("task-succeeded", result=NOTHING_TO_RUN, runtime=0.0)
-        raise Ignore()
+        # No database write for a message that did nothing: Celery reads this flag
+        # when it stores the return value. Returning, rather than raising Ignore:
+        # Celery's tracer keeps a raised exception and its traceback in a reference
+        # cycle with its own frames, 120 to 350 KiB of garbage a message that only a
+        # full collection frees, and a pool child inherits so many objects that it runs
+        # one every few thousand messages; the children grew without bound.
+        self.request.ignore_result = True
+        return NOTHING_TO_RUN
     ran = runner.run(
         claim,
         processor,
