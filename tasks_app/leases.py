@@ -223,16 +223,19 @@ def slots_in_use(using: str = "default") -> int:
 
 # Each function returns one row: (task_uuid, task_hash, task_attempts, task_request)
 # for a claim, all null when it took nothing; (recorded, next_uuid, next_hash,
-# next_attempts, next_request, wake_uuid) for a finish. Every parameter has a cast:
-# psycopg picks a type from the Python value (a small int goes as smallint), and the
-# call must resolve to the same function whatever the values.
+# next_attempts, next_request, wake_uuid) for a finish. A request over its last
+# argument comes back null, to be read in chunks. Every parameter has a cast: psycopg
+# picks a type from the Python value (a small int goes as smallint), and the call must
+# resolve to the same function whatever the values.
 CLAIM_CALL = (
-    "SELECT * FROM scheduler_claim("
-    "%s::uuid, %s::integer, %s::text, %s::text, %s::double precision)"
+    "SELECT * FROM scheduler_claim(%s::uuid, %s::integer, %s::text, %s::text, "
+    "%s::double precision, %s::integer)"
 )
+# ``{result}`` is the expression ``sql.bytes_argument`` gives for the result.
 FINISH_CALL = (
     "SELECT * FROM scheduler_finish(%s::uuid, %s::integer, %s::text, %s::text, "
-    "%s::bytea, %s::text, %s::boolean, %s::text, %s::text, %s::double precision)"
+    "{result}, %s::text, %s::boolean, %s::text, %s::text, %s::double precision, "
+    "%s::integer)"
 )
 
 
@@ -267,11 +270,26 @@ def _claim_in_one_call(
 ) -> Claim | None:
     owner = lease_owner()
     ((uuid, digest, attempt, request),) = sql.fetch(
-        using, CLAIM_CALL, (preferred, num_workers, owner, worker, lease_seconds)
+        using,
+        CLAIM_CALL,
+        (preferred, num_workers, owner, worker, lease_seconds, sql.INLINE_BYTES),
     )
     if uuid is None:
         return None
+    request = _whole_request(using, str(uuid), request)
     return _started(str(uuid), digest, attempt, owner, request, worker)
+
+
+def _whole_request(using: str, uuid: str, returned: bytes | None) -> bytes:
+    """The request the call returned, or, when it was too large to, read in chunks.
+
+    In one piece, libpq would hold the row twice (its input buffer and its result)
+    beside the bytes psycopg makes of it. The task is ours by now, and a request
+    never changes, so reading it after the commit reads the same bytes.
+    """
+    if returned is not None:
+        return returned
+    return sql.read_bytes(using, "request", uuid)
 
 
 def finish(
@@ -347,24 +365,28 @@ def _finish_in_one_call(
     duration_seconds: float | None,
 ) -> Claim | None:
     next_owner = lease_owner()
-    ((recorded, next_uuid, next_hash, next_attempt, next_request, wake_uuid),) = (
-        sql.fetch(
-            using,
-            FINISH_CALL,
-            (
-                claim.uuid,
-                claim.attempt,
-                claim.owner,
-                outcome.status.value,
-                outcome.result,
-                outcome.error,
-                take_next,
-                next_owner,
-                worker,
-                lease_seconds,
-            ),
+    # A large result goes up in chunks, and the call then runs in the transaction that
+    # holds them: what follows the block comes after its commit either way.
+    with sql.bytes_argument(using, outcome.result) as (result, result_params):
+        ((recorded, next_uuid, next_hash, next_attempt, next_request, wake_uuid),) = (
+            sql.fetch(
+                using,
+                FINISH_CALL.format(result=result),
+                (
+                    claim.uuid,
+                    claim.attempt,
+                    claim.owner,
+                    outcome.status.value,
+                    *result_params,
+                    outcome.error,
+                    take_next,
+                    next_owner,
+                    worker,
+                    lease_seconds,
+                    sql.INLINE_BYTES,
+                ),
+            )
         )
-    )
     if not recorded:
         _refused(claim)
         return None
@@ -373,6 +395,7 @@ def _finish_in_one_call(
         _wake([str(wake_uuid)], using)
     if next_uuid is None:
         return None
+    next_request = _whole_request(using, str(next_uuid), next_request)
     return _started(
         str(next_uuid), next_hash, next_attempt, next_owner, next_request, worker
     )

@@ -243,37 +243,35 @@ def test_requests_and_results_of_several_mib_round_trip_byte_exact(
     scheduler: Scheduler,
 ) -> None:
     assert sql.is_postgresql()
-    # Every byte value, NUL included, in sizes that are no multiple of anything.
-    first_request = bytes(range(256)) * 4 + os.urandom(5 * MiB + 7)
-    second_request = os.urandom(3 * MiB + 1) + b"\x00"
-    first = scheduler.add_task(first_request)
-    second = scheduler.add_task(second_request)
+    # Every byte value, NUL included, in sizes that are no multiple of anything, on
+    # both sides of the size that moves in chunks: a large request claimed, a small
+    # and a large one handed over; a small result and a large one.
+    large, small = 5 * MiB + 7, 3 * MiB + 1
+    assert small < sql.INLINE_BYTES < large
+    requests = [
+        bytes(range(256)) * 4 + os.urandom(large),
+        os.urandom(small) + b"\x00",
+        os.urandom(large + 1),
+    ]
+    results = [os.urandom(small), requests[1] + requests[0], requests[2]]
+    uuids = [scheduler.add_task(request) for request in requests]
 
-    claim = leases.claim(first, worker="w", num_workers=1, lease_seconds=60)
-    assert claim is not None
-    assert type(claim.request) is bytes and claim.request == first_request
-    first_result = claim.request[::-1]
-    following = leases.finish(
-        claim,
-        leases.Outcome(Status.DONE, result=first_result),
-        take_next=True,
-        worker="w",
-        lease_seconds=60,
-    )
-    assert following is not None and following.uuid == second
-    assert type(following.request) is bytes and following.request == second_request
-    leases.finish(
-        following,
-        leases.Outcome(Status.DONE, result=following.request),
-        take_next=True,
-        worker="w",
-        lease_seconds=60,
-    )
+    claim = leases.claim(uuids[0], worker="w", num_workers=1, lease_seconds=60)
+    for uuid, request, result in zip(uuids, requests, results, strict=True):
+        assert claim is not None and claim.uuid == uuid
+        assert type(claim.request) is bytes and claim.request == request
+        claim = leases.finish(
+            claim,
+            leases.Outcome(Status.DONE, result=result),
+            take_next=True,
+            worker="w",
+            lease_seconds=60,
+        )
+    assert claim is None
 
-    for uuid, result in ((first, first_result), (second, second_request)):
+    for uuid, result in zip(uuids, results, strict=True):
         row = TaskRecord.objects.get(uuid=uuid)
-        assert row.status == Status.DONE
-        assert row.result_size == len(result)
+        assert (row.status, row.result_size) == (Status.DONE, len(result))
         assert stored_result(uuid) == result
 
 

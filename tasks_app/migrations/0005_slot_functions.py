@@ -3,8 +3,10 @@
 The functions are VOLATILE on purpose: in READ COMMITTED each statement in them takes a
 fresh snapshot, so the count of processing tasks made after waiting for the slot lock
 includes every claim and release that committed while it waited. Each returns exactly
-one row (OUT parameters, not a set), so a request of many MiB is never copied into a
-tuplestore on its way out. Other databases keep the ORM path and get nothing here.
+one row (OUT parameters, not a set), so a request is never copied into a tuplestore on
+its way out; one over ``p_inline_bytes`` is not returned at all (its task_request is
+null), and the caller reads it in chunks. Other databases keep the ORM path and get
+nothing here.
 """
 
 from django.db import migrations
@@ -51,6 +53,7 @@ CREATE OR REPLACE FUNCTION scheduler_start_task(
     p_owner text,
     p_worker text,
     p_lease_seconds double precision,
+    p_inline_bytes integer,
     OUT task_uuid uuid,
     OUT task_hash text,
     OUT task_attempts integer,
@@ -69,7 +72,9 @@ BEGIN
         lease_expires_at =
             statement_timestamp() + make_interval(secs => p_lease_seconds)
     WHERE t.uuid = p_uuid
-    RETURNING t.uuid, t.hash, t.attempts, t.request
+    RETURNING t.uuid, t.hash, t.attempts,
+        -- The length of a stored value is known without reading it.
+        CASE WHEN octet_length(t.request) <= p_inline_bytes THEN t.request END
     INTO task_uuid, task_hash, task_attempts, task_request;
 END
 $fn$;
@@ -80,6 +85,7 @@ CREATE OR REPLACE FUNCTION scheduler_claim(
     p_owner text,
     p_worker text,
     p_lease_seconds double precision,
+    p_inline_bytes integer,
     OUT task_uuid uuid,
     OUT task_hash text,
     OUT task_attempts integer,
@@ -103,7 +109,9 @@ BEGIN
         RETURN;
     END IF;
     SELECT * INTO task_uuid, task_hash, task_attempts, task_request
-        FROM scheduler_start_task(v_uuid, p_owner, p_worker, p_lease_seconds);
+        FROM scheduler_start_task(
+            v_uuid, p_owner, p_worker, p_lease_seconds, p_inline_bytes
+        );
 END
 $fn$;
 
@@ -118,6 +126,7 @@ CREATE OR REPLACE FUNCTION scheduler_finish(
     p_next_owner text,
     p_worker text,
     p_lease_seconds double precision,
+    p_inline_bytes integer,
     OUT recorded boolean,
     OUT next_uuid uuid,
     OUT next_hash text,
@@ -175,17 +184,24 @@ BEGIN
         RETURN;
     END IF;
     SELECT * INTO next_uuid, next_hash, next_attempts, next_request
-        FROM scheduler_start_task(v_uuid, p_next_owner, p_worker, p_lease_seconds);
+        FROM scheduler_start_task(
+            v_uuid, p_next_owner, p_worker, p_lease_seconds, p_inline_bytes
+        );
 END
 $fn$;
 """
 
 DROP = """
 DROP FUNCTION IF EXISTS scheduler_finish(
-    uuid, integer, text, text, bytea, text, boolean, text, text, double precision
+    uuid, integer, text, text, bytea, text, boolean, text, text, double precision,
+    integer
 );
-DROP FUNCTION IF EXISTS scheduler_claim(uuid, integer, text, text, double precision);
-DROP FUNCTION IF EXISTS scheduler_start_task(uuid, text, text, double precision);
+DROP FUNCTION IF EXISTS scheduler_claim(
+    uuid, integer, text, text, double precision, integer
+);
+DROP FUNCTION IF EXISTS scheduler_start_task(
+    uuid, text, text, double precision, integer
+);
 DROP FUNCTION IF EXISTS scheduler_take_queued(uuid);
 DROP FUNCTION IF EXISTS scheduler_lock_slots();
 """
