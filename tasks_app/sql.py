@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import psycopg
 from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 INLINE_BYTES = 4 * 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
@@ -39,6 +40,16 @@ def is_postgresql(using: str = "default") -> bool:
     return connections[using].vendor == "postgresql"
 
 
+def _connected(using: str) -> BaseDatabaseWrapper:
+    """The connection, open; as Django's own cursors do, one that failed its health
+    check (``CONN_HEALTH_CHECKS``: the server restarted, the link dropped) is replaced
+    first, so the first statement after a database restart does not fail."""
+    connection = connections[using]
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    return connection
+
+
 def fetch(using: str, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     """Run one statement on ``using``'s connection; its rows, loaded from binary.
 
@@ -46,8 +57,7 @@ def fetch(using: str, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ..
     Django's own queries do; database errors come out as Django's exception classes, and
     mark the connection so that Django's health checks see them.
     """
-    connection = connections[using]
-    connection.ensure_connection()
+    connection = _connected(using)
     # A psycopg.Cursor binds on the server whatever the connection's default cursor
     # class (Django sets psycopg.ClientCursor).
     with (
@@ -75,9 +85,8 @@ def bytes_argument(
     if data is None or len(data) <= INLINE_BYTES:
         yield "%s::bytea", (data,)
         return
-    connection = connections[using]
     with transaction.atomic(using=using):
-        connection.ensure_connection()
+        connection = _connected(using)
         view = memoryview(data)
         with (
             connection.wrap_database_errors,
@@ -103,8 +112,7 @@ def read_bytes(using: str, column: Literal["request", "result"], uuid: str) -> b
         f"generate_series(1, octet_length({column}), %s) AS s "
         "WHERE uuid = %s::uuid ORDER BY s"
     )
-    connection = connections[using]
-    connection.ensure_connection()
+    connection = _connected(using)
     with (
         connection.wrap_database_errors,
         psycopg.Cursor(connection.connection) as cursor,
