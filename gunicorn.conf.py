@@ -87,7 +87,8 @@ def _mark_shutting_down() -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Wrap the worker's SIGTERM handler: first fail readiness, then stop gracefully.
+    """Wrap the worker's SIGTERM handler (first fail readiness, then stop gracefully),
+    and warm the broker client.
 
     gunicorn has no hook for a worker's SIGTERM (``worker_int`` is SIGINT and SIGQUIT),
     and the arbiter passes SIGTERM on to every worker, so the wrap goes here, after
@@ -103,6 +104,12 @@ def post_worker_init(worker: Any) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
     # As gunicorn does: SIGTERM must not interrupt the system calls of a request.
     signal.siginterrupt(signal.SIGTERM, False)
+
+    # The application is loaded by now: warm the broker client, so that this worker's
+    # first admission does not pay Celery's first-publish setup.
+    from tasks_app.dispatch import prepare
+
+    prepare()
 
 
 def worker_int(worker: Any) -> None:

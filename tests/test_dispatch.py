@@ -3,6 +3,9 @@ published again: the worker never looks for a row that is not there yet."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,6 +15,7 @@ from tasks_app.interfaces import TaskStatus
 from tasks_app.models import TaskRecord
 from tasks_app.scheduler import Scheduler
 from tests.harness import (
+    ROOT,
     Cluster,
     RedisServer,
     broker_messages,
@@ -80,3 +84,35 @@ def test_failed_publish_is_published_again_by_the_reconciler(
         message="the reconciler to publish it",
     )
     assert len(cluster.call_log.calls()) == 1
+
+
+def test_prepare_loads_the_broker_client_without_reaching_the_broker() -> None:
+    """Web and gRPC processes warm Celery up at start; a broker that is down must not
+    make that fail or wait."""
+    script = (
+        "import django; django.setup()\n"
+        "from scheduler_project.celery import app\n"
+        "from tasks_app.dispatch import RUN_TASK, prepare\n"
+        "assert not app.finalized\n"
+        "prepare()\n"
+        "assert app.finalized and RUN_TASK in app.tasks\n"
+        "assert 'kombu.transport.redis' in __import__('sys').modules\n"
+        "print('prepared')\n"
+    )
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "DJANGO_SETTINGS_MODULE": "scheduler_project.settings",
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "prepared"
+    assert "could not prepare" not in done.stderr

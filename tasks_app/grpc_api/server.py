@@ -230,9 +230,12 @@ def serve(
     """Serve this process's scheduler until SIGTERM or SIGINT, then drain and return."""
     from django.conf import settings
 
+    from ..dispatch import prepare
     from ..scheduler import get_scheduler
 
     scheduler = get_scheduler()
+    # Before the port opens: the first AddTask must not pay Celery's first-publish setup.
+    prepare()
     server = GrpcServer(
         scheduler,
         host=host,
