@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import psycopg
 from django.db import connections, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
 
 INLINE_BYTES = 4 * 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
@@ -40,35 +39,37 @@ def is_postgresql(using: str = "default") -> bool:
     return connections[using].vendor == "postgresql"
 
 
-def _connected(using: str) -> BaseDatabaseWrapper:
-    """The connection, open; as Django's own cursors do, one that failed its health
-    check (``CONN_HEALTH_CHECKS``: the server restarted, the link dropped) is replaced
-    first, so the first statement after a database restart does not fail."""
+@contextmanager
+def _cursor(using: str) -> Iterator[psycopg.Cursor[Any]]:
+    """A server-binding cursor on ``using``'s Django connection.
+
+    As Django's own cursors do, a connection that failed its health check
+    (``CONN_HEALTH_CHECKS``: the server restarted, the link dropped) is replaced first,
+    and database errors come out as Django's exception classes, marking the connection
+    for Django's health checks. A psycopg.Cursor binds on the server whatever the
+    connection's default cursor class (Django sets psycopg.ClientCursor). Closing it
+    frees libpq's copy of the rows: a 64 MiB request must not be held twice for as long
+    as its task runs.
+    """
     connection = connections[using]
     connection.close_if_health_check_failed()
     connection.ensure_connection()
-    return connection
+    with (
+        connection.wrap_database_errors,
+        psycopg.Cursor(connection.connection) as cursor,
+    ):
+        yield cursor
 
 
 def fetch(using: str, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     """Run one statement on ``using``'s connection; its rows, loaded from binary.
 
     The statement joins the connection's transaction, if any (an ``atomic`` block), as
-    Django's own queries do; database errors come out as Django's exception classes, and
-    mark the connection so that Django's health checks see them.
+    Django's own queries do.
     """
-    connection = _connected(using)
-    # A psycopg.Cursor binds on the server whatever the connection's default cursor
-    # class (Django sets psycopg.ClientCursor).
-    with (
-        connection.wrap_database_errors,
-        psycopg.Cursor(connection.connection) as cursor,
-    ):
+    with _cursor(using) as cursor:
         cursor.execute(query, params, binary=True)
-        rows = cursor.fetchall() if cursor.description is not None else []
-    # The cursor is closed here, which frees libpq's copy of the rows: a 64 MiB
-    # request must not be held twice for as long as the task runs.
-    return rows
+        return cursor.fetchall() if cursor.description is not None else []
 
 
 @contextmanager
@@ -86,12 +87,8 @@ def bytes_argument(
         yield "%s::bytea", (data,)
         return
     with transaction.atomic(using=using):
-        connection = _connected(using)
         view = memoryview(data)
-        with (
-            connection.wrap_database_errors,
-            psycopg.Cursor(connection.connection) as cursor,
-        ):
+        with _cursor(using) as cursor:
             cursor.execute(_UPLOAD_TABLE)
             copy_rows = "COPY scheduler_upload (n, chunk) FROM STDIN (FORMAT BINARY)"
             with cursor.copy(copy_rows) as copy:
@@ -112,11 +109,7 @@ def read_bytes(using: str, column: Literal["request", "result"], uuid: str) -> b
         f"generate_series(1, octet_length({column}), %s) AS s "
         "WHERE uuid = %s::uuid ORDER BY s"
     )
-    connection = _connected(using)
-    with (
-        connection.wrap_database_errors,
-        psycopg.Cursor(connection.connection) as cursor,
-    ):
+    with _cursor(using) as cursor:
         chunks = [
             chunk
             for (chunk,) in cursor.stream(

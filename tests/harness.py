@@ -20,8 +20,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:  # Django is set up by the tests, not by this module's import
+    from tasks_app.leases import Claim
+    from tasks_app.scheduler import Scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -193,6 +198,18 @@ class CallLog:
 def task_request(**spec: object) -> bytes:
     """The bytes of a request for ``tests.processors.RecordingProcessor``."""
     return json.dumps(spec, sort_keys=True).encode()
+
+
+def hold_slot(scheduler: Scheduler, name: str) -> Claim:
+    """Take a slot in the test's own process, as a worker would, running nothing."""
+    from tasks_app import leases
+
+    uuid = scheduler.add_task(task_request(id=name))
+    claim = leases.claim(
+        uuid, worker="test", num_workers=scheduler.num_workers, lease_seconds=60
+    )
+    assert claim is not None and claim.uuid == uuid
+    return claim
 
 
 class Worker:

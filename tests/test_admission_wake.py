@@ -16,21 +16,12 @@ from tests.harness import (
     Cluster,
     RedisServer,
     broker_messages,
+    hold_slot,
     task_request,
     wait_until,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def hold_slot(scheduler: Scheduler, name: str) -> leases.Claim:
-    """Take a slot in this process, as a worker would, without running anything."""
-    uuid = scheduler.add_task(task_request(id=name))
-    claim = leases.claim(
-        uuid, worker="test", num_workers=scheduler.num_workers, lease_seconds=60
-    )
-    assert claim is not None and claim.uuid == uuid
-    return claim
 
 
 def test_admission_publishes_only_while_a_slot_is_free(

@@ -20,7 +20,7 @@ from tasks_app import leases, sql
 from tasks_app.config import scheduler_config
 from tasks_app.models import Status, TaskRecord
 from tasks_app.scheduler import Scheduler
-from tests.harness import ROOT, Cluster, RedisServer, task_request
+from tests.harness import ROOT, Cluster, RedisServer, hold_slot, task_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,16 +53,6 @@ def new_messages(redis_server: RedisServer, before: list[str]) -> list[str]:
     after = message_ids(redis_server)
     assert after[: len(before)] == before
     return after[len(before) :]
-
-
-def hold_slot(scheduler: Scheduler, name: str) -> leases.Claim:
-    """Take a slot in this process, as a worker would, without running anything."""
-    uuid = scheduler.add_task(task_request(id=name))
-    claim = leases.claim(
-        uuid, worker="test", num_workers=scheduler.num_workers, lease_seconds=60
-    )
-    assert claim is not None and claim.uuid == uuid
-    return claim
 
 
 def status(uuid: str) -> str:

@@ -1,4 +1,5 @@
-"""Admission as one PL/pgSQL call on PostgreSQL (see ``tasks_app.admission``).
+"""Admission as one PL/pgSQL call on PostgreSQL (see ``tasks_app.admission``), and the
+slot lock it shares with the claim and the hand-over of 0005.
 
 The function is VOLATILE on purpose: in READ COMMITTED each statement in it takes a
 fresh snapshot, so what it reads after waiting for a lock includes every admission that
@@ -8,6 +9,19 @@ committed while it waited. Other databases keep the ORM path and get nothing her
 from django.db import migrations
 
 CREATE = r"""
+CREATE OR REPLACE FUNCTION scheduler_lock_slots() RETURNS void
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    PERFORM 1 FROM scheduler_slot_lock l WHERE l.id = 1 FOR UPDATE;
+    IF NOT FOUND THEN
+        -- A migration makes the row; if it was deleted, make it again, then lock it:
+        -- the insert that loses a race returns without the lock.
+        INSERT INTO scheduler_slot_lock (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
+        PERFORM 1 FROM scheduler_slot_lock l WHERE l.id = 1 FOR UPDATE;
+    END IF;
+END
+$fn$;
+
 CREATE OR REPLACE FUNCTION scheduler_admit(
     p_uuid uuid,
     p_hash text,
@@ -70,11 +84,7 @@ BEGIN
     SELECT count(*) INTO v_processing FROM scheduler_task t
         WHERE t.status = 'processing';
     IF v_processing >= p_num_workers THEN
-        PERFORM 1 FROM scheduler_slot_lock l WHERE l.id = 1 FOR UPDATE;
-        IF NOT FOUND THEN
-            INSERT INTO scheduler_slot_lock (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
-            PERFORM 1 FROM scheduler_slot_lock l WHERE l.id = 1 FOR UPDATE;
-        END IF;
+        PERFORM scheduler_lock_slots();
         SELECT count(*) INTO v_processing FROM scheduler_task t
             WHERE t.status = 'processing';
     END IF;
@@ -96,7 +106,10 @@ END
 $fn$;
 """
 
-DROP = "DROP FUNCTION IF EXISTS scheduler_admit(uuid, text, bytea, integer, integer);"
+DROP = """
+DROP FUNCTION IF EXISTS scheduler_admit(uuid, text, bytea, integer, integer);
+DROP FUNCTION IF EXISTS scheduler_lock_slots();
+"""
 
 
 def create_function(apps, schema_editor):

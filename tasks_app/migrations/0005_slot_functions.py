@@ -6,25 +6,13 @@ includes every claim and release that committed while it waited. Each returns ex
 one row (OUT parameters, not a set), so a request is never copied into a tuplestore on
 its way out; one over ``p_inline_bytes`` is not returned at all (its task_request is
 null), and the caller reads it in chunks. Other databases keep the ORM path and get
-nothing here.
+nothing here. The slot lock itself, ``scheduler_lock_slots``, comes with 0004, whose
+admission takes it too.
 """
 
 from django.db import migrations
 
 CREATE = r"""
-CREATE OR REPLACE FUNCTION scheduler_lock_slots() RETURNS void
-LANGUAGE plpgsql VOLATILE AS $fn$
-BEGIN
-    PERFORM 1 FROM scheduler_slot_lock l WHERE l.id = 1 FOR UPDATE;
-    IF NOT FOUND THEN
-        -- A migration makes the row; if it was deleted, make it again, then lock it:
-        -- the insert that loses a race returns without the lock.
-        INSERT INTO scheduler_slot_lock (id) VALUES (1) ON CONFLICT (id) DO NOTHING;
-        PERFORM 1 FROM scheduler_slot_lock l WHERE l.id = 1 FOR UPDATE;
-    END IF;
-END
-$fn$;
-
 CREATE OR REPLACE FUNCTION scheduler_take_queued(p_preferred uuid) RETURNS uuid
 LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
@@ -203,7 +191,6 @@ DROP FUNCTION IF EXISTS scheduler_start_task(
     uuid, text, text, double precision, integer
 );
 DROP FUNCTION IF EXISTS scheduler_take_queued(uuid);
-DROP FUNCTION IF EXISTS scheduler_lock_slots();
 """
 
 
