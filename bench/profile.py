@@ -52,7 +52,12 @@ LABELS = {
     "Celery Ignore bookkeeping (einfo)": r"\(billiard/einfo\.py",
     "processor": r"\(tasks_app/processors/",
 }
-TASK_FRAME = r"^run_task \(tasks_app/tasks\.py"
+# The pool's time inside run_task, and its database thread's time in the statements it
+# runs for it (tasks_app.db_thread: those stacks start in concurrent.futures).
+TASK_FRAME = (
+    r"^run_task \(tasks_app/tasks\.py"
+    r"|^(_claim|finish|hand_over|finish_or_give_back) \(tasks_app/(tasks|runner)\.py"
+)
 
 
 def summarize(raw: Path, within: str | None = None, top: int = 12) -> dict[str, Any]:

@@ -49,7 +49,8 @@ FULL = Sizes(
     memory_tasks=10_000,
     big_request_bytes=64 * MiB,
     admission_seconds_per_phase=10,
-    profile_tasks=1000,
+    # Enough for py-spy's 100 samples a second to see a drain of about 2,000 a second.
+    profile_tasks=10_000,
     timeout_seconds=1800,
 )
 
@@ -67,7 +68,7 @@ QUICK = Sizes(
     memory_tasks=2_000,
     big_request_bytes=64 * MiB,
     admission_seconds_per_phase=2,
-    profile_tasks=300,
+    profile_tasks=2000,
     timeout_seconds=1800,
 )
 
