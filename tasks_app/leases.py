@@ -24,9 +24,16 @@ message for the oldest queued task, under the slot lock, which that admission ho
 from its count of busy slots to its commit: either the admission sees the slot free,
 or the move sees its task.
 
+While every slot is busy, a claim or hand-over on PostgreSQL also reserves the next
+queued task for its process, for ``RESERVE_SECONDS`` (see ``Reservation``): it stays
+queued, and no other move takes it until its reserver's hand-over does or it lapses.
+That lets the reserver start it before the end of the current task is written
+(``runner``). A move that lets a slot go gives its reservation back; a lapsed one is
+published again by ``redispatch_stale``.
+
 On PostgreSQL, ``claim`` and ``finish`` are one call each of a PL/pgSQL function
-(migration 0005), through ``sql``; other databases take the ORM path below, which does
-the same in several statements.
+(migrations 0005 and 0006), through ``sql``; other databases take the ORM path below,
+which does the same in several statements and makes no reservations.
 """
 
 from __future__ import annotations
@@ -35,11 +42,13 @@ import datetime as dt
 import functools
 import logging
 import os
+import time
 import uuid as uuid_module
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from django.db import transaction
-from django.db.models import BooleanField, Case, QuerySet, When
+from django.db.models import BooleanField, Case, Q, QuerySet, When
 from django.db.models.functions import Now
 
 from . import sql
@@ -71,6 +80,38 @@ def lease_owner(pid: int | None = None) -> str:
     return f"{_boot_id}:{pid if pid is not None else os.getpid()}"
 
 
+# How long a reservation holds its task for the reserving process (see
+# ``Reservation``); 0 makes none. Short, because a reserved task waits for its
+# reserver's current task: one that turns out long lets the reservation lapse.
+RESERVE_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The queued task this process will run next, held for it for a short while.
+
+    Made by a claim or hand-over when every slot is busy (migration 0006): no other
+    process takes the task until the reservation lapses, ``RESERVE_SECONDS`` after the
+    call, on the database's clock. The process may start it before the database has
+    recorded the end of the current task while ``fresh`` holds: half that time measured
+    here from before the call was sent, which leaves the other half for the write that
+    starts it to arrive.
+    """
+
+    uuid: str
+    hash: str
+    attempts: int
+    request: bytes
+    fresh_until: float  # time.monotonic()
+
+    def fresh(self) -> bool:
+        return time.monotonic() < self.fresh_until
+
+    def as_started(self, owner: str) -> Claim:
+        """The claim the hand-over that takes this reservation makes."""
+        return Claim(self.uuid, self.hash, self.attempts + 1, owner, self.request)
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A task this process holds a slot for, in the attempt it started."""
@@ -80,6 +121,7 @@ class Claim:
     attempt: int
     owner: str
     request: bytes
+    reserved: Reservation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,17 +215,28 @@ def _oldest_queued(
 ) -> list[str]:
     if count <= 0:
         return []
-    rows = TaskRecord.objects.using(using).filter(status=Status.QUEUED)
+    rows = TaskRecord.objects.using(using).filter(_not_reserved(), status=Status.QUEUED)
     if besides:
         rows = rows.exclude(uuid__in=besides)
     oldest = rows.order_by("created_at").values_list("uuid", flat=True)[:count]
     return [str(uuid) for uuid in oldest]
 
 
+def _not_reserved() -> Q:
+    """Queued rows no live reservation holds (only PostgreSQL's functions make any)."""
+    return (
+        Q(lease_owner="")
+        | Q(lease_expires_at__isnull=True)
+        | Q(lease_expires_at__lte=Now())
+    )
+
+
 def _queued(rows: QuerySet[TaskRecord], preferred: str | None) -> TaskRecord | None:
     """The preferred task if still queued, else the oldest queued one, row-locked."""
-    locked = rows.select_for_update(skip_locked=True).only(
-        "uuid", "hash", "attempts", "request"
+    locked = (
+        rows.select_for_update(skip_locked=True)
+        .filter(_not_reserved())
+        .only("uuid", "hash", "attempts", "request")
     )
     if preferred is not None:
         row = locked.filter(uuid=preferred, status=Status.QUEUED).first()
@@ -222,21 +275,37 @@ def slots_in_use(using: str = "default") -> int:
 
 
 # Each function returns one row: (task_uuid, task_hash, task_attempts, task_request)
+# and a reservation (reserved_uuid, reserved_hash, reserved_attempts, reserved_request)
 # for a claim, all null when it took nothing; (recorded, next_uuid, next_hash,
-# next_attempts, next_request, wake_uuid) for a finish. A request over its last
-# argument comes back null, to be read in chunks. Every parameter has a cast: psycopg
-# picks a type from the Python value (a small int goes as smallint), and the call must
-# resolve to the same function whatever the values.
+# next_attempts, next_request, wake_uuid) and a reservation for a finish. A request over
+# the inline limit comes back null, to be read in chunks. Every parameter has a cast:
+# psycopg picks a type from the Python value (a small int goes as smallint), and the
+# call must resolve to the same function whatever the values.
 CLAIM_CALL = (
     "SELECT * FROM scheduler_claim(%s::uuid, %s::integer, %s::text, %s::text, "
-    "%s::double precision, %s::integer)"
+    "%s::double precision, %s::integer, %s::double precision)"
 )
 # ``{result}`` is the expression ``sql.bytes_argument`` gives for the result.
 FINISH_CALL = (
     "SELECT * FROM scheduler_finish(%s::uuid, %s::integer, %s::text, %s::text, "
-    "{result}, %s::text, %s::boolean, %s::text, %s::text, %s::double precision, "
-    "%s::integer)"
+    "{result}, %s::text, %s::boolean, %s::uuid, %s::text, %s::text, "
+    "%s::double precision, %s::integer, %s::integer, %s::double precision)"
 )
+
+
+def _reservation(
+    row: tuple[Any, ...], sent: float, reserve_seconds: float
+) -> Reservation | None:
+    uuid, digest, attempts, request = row
+    if uuid is None or request is None:
+        return None
+    return Reservation(
+        str(uuid),
+        digest,
+        attempts,
+        request,
+        fresh_until=sent + reserve_seconds / 2,
+    )
 
 
 def claim(
@@ -246,10 +315,17 @@ def claim(
     num_workers: int,
     lease_seconds: float,
     using: str = "default",
+    reserve_seconds: float = 0.0,
 ) -> Claim | None:
-    """Take a free slot and a queued task, or ``None`` when no slot or no task is free."""
+    """Take a free slot and a queued task, or ``None`` when no slot or no task is free.
+
+    With ``reserve_seconds`` (PostgreSQL only), the claim also reserves the next task
+    for this process when every slot is busy (see ``Reservation``).
+    """
     if sql.is_postgresql(using):
-        return _claim_in_one_call(preferred, worker, num_workers, lease_seconds, using)
+        return _claim_in_one_call(
+            preferred, worker, num_workers, lease_seconds, using, reserve_seconds
+        )
     with transaction.atomic(using=using):
         lock_slots(using)
         rows = TaskRecord.objects.using(using)
@@ -267,17 +343,30 @@ def _claim_in_one_call(
     num_workers: int,
     lease_seconds: float,
     using: str,
+    reserve_seconds: float,
 ) -> Claim | None:
     owner = lease_owner()
-    ((uuid, digest, attempt, request),) = sql.fetch(
+    sent = time.monotonic()
+    ((uuid, digest, attempt, request, *reserved),) = sql.fetch(
         using,
         CLAIM_CALL,
-        (preferred, num_workers, owner, worker, lease_seconds, sql.INLINE_BYTES),
+        (
+            preferred,
+            num_workers,
+            owner,
+            worker,
+            lease_seconds,
+            sql.INLINE_BYTES,
+            reserve_seconds,
+        ),
     )
     if uuid is None:
         return None
     request = _whole_request(using, str(uuid), request)
-    return _started(str(uuid), digest, attempt, owner, request, worker)
+    started = _started(str(uuid), digest, attempt, owner, request, worker)
+    return replace(
+        started, reserved=_reservation(tuple(reserved), sent, reserve_seconds)
+    )
 
 
 def _whole_request(using: str, uuid: str, returned: bytes | None) -> bytes:
@@ -301,12 +390,18 @@ def finish(
     lease_seconds: float,
     using: str = "default",
     duration_seconds: float | None = None,
+    num_workers: int = 0,
+    reserve_seconds: float = 0.0,
 ) -> Claim | None:
     """Record the outcome of ``claim``; return the next task this slot runs, if any.
 
     ``duration_seconds`` is how long the processor call took, for the log line and the
     processing-time histogram. Without ``take_next`` (the worker is stopping) the slot
-    is let go, and the oldest queued task, if any, gets a message.
+    is let go, with ``claim``'s reservation, and the oldest queued task, if any, gets a
+    message. With it, the slot goes to ``claim``'s reservation if this process still
+    holds it, else to the oldest queued task; with ``reserve_seconds`` (PostgreSQL
+    only), the hand-over reserves the task after it when every slot is busy, against
+    ``num_workers``.
 
     The write is guarded by the lease: if the task is no longer processing in this very
     attempt under this owner (its lease expired and it went back to the queue), the
@@ -314,7 +409,15 @@ def finish(
     """
     if sql.is_postgresql(using):
         return _finish_in_one_call(
-            claim, outcome, take_next, worker, lease_seconds, using, duration_seconds
+            claim,
+            outcome,
+            take_next,
+            worker,
+            lease_seconds,
+            using,
+            duration_seconds,
+            num_workers,
+            reserve_seconds,
         )
     rows = TaskRecord.objects.using(using)
     with transaction.atomic(using=using):
@@ -363,29 +466,44 @@ def _finish_in_one_call(
     lease_seconds: float,
     using: str,
     duration_seconds: float | None,
+    num_workers: int,
+    reserve_seconds: float,
 ) -> Claim | None:
     next_owner = lease_owner()
+    reserved = claim.reserved
+    sent = time.monotonic()
     # A large result goes up in chunks, and the call then runs in the transaction that
     # holds them: what follows the block comes after its commit either way.
     with sql.bytes_argument(using, outcome.result) as (result, result_params):
-        ((recorded, next_uuid, next_hash, next_attempt, next_request, wake_uuid),) = (
-            sql.fetch(
-                using,
-                FINISH_CALL.format(result=result),
-                (
-                    claim.uuid,
-                    claim.attempt,
-                    claim.owner,
-                    outcome.status.value,
-                    *result_params,
-                    outcome.error,
-                    take_next,
-                    next_owner,
-                    worker,
-                    lease_seconds,
-                    sql.INLINE_BYTES,
-                ),
-            )
+        (
+            (
+                recorded,
+                next_uuid,
+                next_hash,
+                next_attempt,
+                next_request,
+                wake_uuid,
+                *after,
+            ),
+        ) = sql.fetch(
+            using,
+            FINISH_CALL.format(result=result),
+            (
+                claim.uuid,
+                claim.attempt,
+                claim.owner,
+                outcome.status.value,
+                *result_params,
+                outcome.error,
+                take_next,
+                reserved.uuid if reserved is not None else None,
+                next_owner,
+                worker,
+                lease_seconds,
+                sql.INLINE_BYTES,
+                num_workers,
+                reserve_seconds,
+            ),
         )
     if not recorded:
         _refused(claim)
@@ -396,9 +514,10 @@ def _finish_in_one_call(
     if next_uuid is None:
         return None
     next_request = _whole_request(using, str(next_uuid), next_request)
-    return _started(
+    started = _started(
         str(next_uuid), next_hash, next_attempt, next_owner, next_request, worker
     )
+    return replace(started, reserved=_reservation(tuple(after), sent, reserve_seconds))
 
 
 def renew(owners: list[str], lease_seconds: float, using: str = "default") -> int:
@@ -630,7 +749,10 @@ def redispatch_stale(
     A queued task with a free slot should start within moments; one that has waited
     longer than ``stale_seconds`` since its last message most likely lost that message
     (a flushed or restarted broker, a failed publish, a crash of a serverless broker).
-    A message too many is harmless: its claim finds nothing to do.
+    A message too many is harmless: its claim finds nothing to do. A task whose
+    reservation lapsed (its reserver's task ran long, or the reserver died) is
+    published too, whenever its message was: nobody else would start it while slots
+    sit free.
     """
     rows = TaskRecord.objects.using(using)
     free = num_workers - rows.filter(status=Status.PROCESSING).count()
@@ -640,18 +762,25 @@ def redispatch_stale(
     with transaction.atomic(using=using):
         stale = list(
             rows.select_for_update(skip_locked=True)
-            .filter(status=Status.QUEUED, dispatched_at__lt=cutoff)
+            .filter(
+                Q(dispatched_at__lt=cutoff)
+                | (~Q(lease_owner="") & Q(lease_expires_at__lte=Now())),
+                status=Status.QUEUED,
+            )
             .order_by("created_at")
             .values_list("uuid", flat=True)[:free]
         )
         uuids = [str(uuid) for uuid in stale]
         if uuids:
-            rows.filter(uuid__in=uuids).update(dispatched_at=Now())
+            rows.filter(uuid__in=uuids).update(
+                dispatched_at=Now(), lease_owner="", lease_expires_at=None
+            )
             publish_on_commit(uuids, using)
     counters.count_recovery("redispatched", len(uuids))
     for uuid in uuids:
         log.warning(
-            "task %s: queued with a free slot and no message seen; published again",
+            "task %s: queued with a free slot and no message seen, or its "
+            "reservation lapsed; published again",
             uuid,
             extra={"task_uuid": uuid, "event": "redispatched"},
         )

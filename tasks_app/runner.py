@@ -10,11 +10,13 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import replace
 
 from django.conf import settings
 from django.db import connections
 
-from . import leases
+from . import db_thread, leases
 from .interfaces import Processor
 from .models import Status
 
@@ -52,13 +54,64 @@ def run(
     worker: str,
     lease_seconds: float,
     should_stop: Callable[[], bool],
+    num_workers: int = 0,
+    reserve_seconds: float = 0.0,
     using: str = "default",
 ) -> list[str]:
-    """Run ``first`` and then each task the slot is handed to; return their UUIDs."""
+    """Run ``first`` and then each task the slot is handed to; return their UUIDs.
+
+    A task the slot has reserved (``leases.Reservation``, made with ``reserve_seconds``
+    when every slot is busy) starts the moment the one before it ends, while the
+    database thread records that end and makes the hand-over; its answer is awaited
+    only when the reserved task ends in turn. The database writes then never stand
+    between two processor calls. Every write is guarded by the lease, so an answer
+    other than expected (the lease of the task before was lost, a statement failed)
+    costs at most a run whose outcome is not recorded, never one recorded twice.
+    """
     ran: list[str] = []
-    claim: leases.Claim | None = first
-    while claim is not None:
-        current = claim
+    current = first
+    # The hand-over that is starting ``current`` as it runs, when it ran ahead.
+    handing_over: Future[leases.Claim | None] | None = None
+
+    def finish(
+        claim: leases.Claim, outcome: leases.Outcome, duration: float, take_next: bool
+    ) -> leases.Claim | None:
+        return leases.finish(
+            claim,
+            outcome,
+            take_next=take_next,
+            worker=worker,
+            lease_seconds=lease_seconds,
+            using=using,
+            duration_seconds=duration,
+            num_workers=num_workers,
+            reserve_seconds=reserve_seconds,
+        )
+
+    def finish_or_give_back(
+        claim: leases.Claim, outcome: leases.Outcome, duration: float, take_next: bool
+    ) -> leases.Claim | None:
+        try:
+            return finish(claim, outcome, duration, take_next)
+        except Exception:
+            _record_again_or_give_back(claim, outcome, worker, using)
+            return None
+
+    def hand_over(
+        claim: leases.Claim, outcome: leases.Outcome, duration: float
+    ) -> leases.Claim | None:
+        try:
+            return finish(claim, outcome, duration, True)
+        except Exception:
+            # Not knowing whether the hand-over started the reserved task, which runs
+            # already: the reservation is left to lapse rather than given back, and
+            # the caller records that task under the lease the hand-over would have
+            # given it, which the guard refuses if it did not.
+            without = replace(claim, reserved=None)
+            _record_again_or_give_back(without, outcome, worker, using)
+            raise
+
+    while True:
         started = time.monotonic()
         outcome = execute(processor, current)
         duration_seconds = time.monotonic() - started
@@ -69,20 +122,46 @@ def run(
             extra={"task_uuid": current.uuid, "event": "processed"},
         )
         ran.append(current.uuid)
-        try:
-            claim = leases.finish(
-                current,
-                outcome,
-                take_next=not should_stop(),
-                worker=worker,
-                lease_seconds=lease_seconds,
-                using=using,
-                duration_seconds=duration_seconds,
+        if handing_over is not None:
+            try:
+                handed = handing_over.result()
+            except Exception:
+                handed = current  # unknown: the lease guard decides
+            handing_over = None
+            if handed is None or handed.uuid != current.uuid:
+                _ran_without_slot(current)
+                if handed is None:
+                    return ran
+                current = handed
+                continue
+            current = handed
+        ahead = current.reserved
+        if ahead is not None and ahead.fresh() and not should_stop():
+            handing_over = db_thread.submit(
+                hand_over, current, outcome, duration_seconds
             )
-        except Exception:
-            _record_again_or_give_back(current, outcome, worker, using)
-            claim = None
-    return ran
+            current = ahead.as_started(leases.lease_owner())
+            continue
+        following = db_thread.call(
+            finish_or_give_back,
+            current,
+            outcome,
+            duration_seconds,
+            not should_stop(),
+        )
+        if following is None:
+            return ran
+        current = following
+
+
+def _ran_without_slot(claim: leases.Claim) -> None:
+    log.warning(
+        "task %s: ran ahead as this process's reserved task, but the hand-over did "
+        "not give it to this process (the lease of the task before it was lost, or "
+        "its write failed); this outcome is not recorded, and the task runs again",
+        claim.uuid,
+        extra={"task_uuid": claim.uuid, "event": "ran_without_slot"},
+    )
 
 
 def _record_again_or_give_back(

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from typing import Any
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError, close_old_connections
 
-from . import leases, runner, shutdown
+from . import db_thread, dispatch, leases, runner, shutdown
 from .config import scheduler_config
 from .dispatch import RUN_TASK
 from .processors import load_processor
+
+log = logging.getLogger(__name__)
+
+UNREACHABLE_PAUSE_SECONDS = 1.0
 
 NOTHING_TO_RUN = "nothing to run: the task is taken or finished, or no slot is free"
 
@@ -27,12 +34,18 @@ def run_task(self: Any, uuid: str) -> dict[str, list[str]] | str:
     # Built before any claim: a processor that cannot be built must not hold a slot.
     processor = load_processor(config.processor)
     worker = f"{self.request.hostname or 'worker'} pid {os.getpid()}"
-    claim = leases.claim(
-        uuid,
-        worker=worker,
-        num_workers=config.num_workers,
-        lease_seconds=config.lease_seconds,
-    )
+    try:
+        claim = db_thread.call(
+            _claim,
+            uuid,
+            worker=worker,
+            num_workers=config.num_workers,
+            lease_seconds=config.lease_seconds,
+            reserve_seconds=leases.RESERVE_SECONDS,
+        )
+    except (OperationalError, InterfaceError) as exc:
+        self.request.ignore_result = True  # the result backend is as unreachable
+        return _unreachable(uuid, exc)
     if claim is None:
         # No database write for a message that did nothing: Celery reads this flag
         # when it stores the return value. Returning, rather than raising Ignore:
@@ -48,5 +61,35 @@ def run_task(self: Any, uuid: str) -> dict[str, list[str]] | str:
         worker=worker,
         lease_seconds=config.lease_seconds,
         should_stop=shutdown.requested,
+        num_workers=config.num_workers,
+        reserve_seconds=leases.RESERVE_SECONDS,
     )
     return {"ran": ran}
+
+
+def _unreachable(uuid: str, exc: Exception) -> str:
+    """The claim could not reach the database: give the wake-up back, and pause.
+
+    The message goes back to the broker for another worker, and this pool process
+    waits before it takes the next one: a worker cut off from the database would
+    otherwise take every wake-up the moment it is published and drop it, while
+    workers that can reach the database wait for messages that never come to them.
+    """
+    log.warning(
+        "task %s: cannot reach the database to claim it (%s: %s); the wake-up goes "
+        "back to the broker and this process pauses %g s",
+        uuid,
+        type(exc).__name__,
+        str(exc).splitlines()[0] if str(exc) else "",
+        UNREACHABLE_PAUSE_SECONDS,
+        extra={"task_uuid": uuid, "event": "claim_unreachable"},
+    )
+    dispatch.publish([uuid])
+    time.sleep(UNREACHABLE_PAUSE_SECONDS)
+    return "the database was unreachable; the wake-up was published again"
+
+
+def _claim(uuid: str, **kwargs: Any) -> leases.Claim | None:
+    """``leases.claim`` on the database thread, whose connections are looked at first."""
+    close_old_connections()
+    return leases.claim(uuid, **kwargs)
