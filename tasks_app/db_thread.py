@@ -7,22 +7,30 @@ belong to a thread, and one thread keeps each pool process at one connection.
 
 Made lazily in each process, so a pool child never inherits its parent's thread.
 Celery's Django fix-up looks at the main thread's connections around each task; the
-caller does it for this thread's (``django.db.close_old_connections``), or a connection
-the database dropped would only be noticed by a failing statement.
+caller does it for this thread's with ``look_at_connections``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# A connection used this recently, with no error since, is not health-checked again:
+# Django's check is a round trip of its own (SELECT 1), and a wake-up that follows the
+# last task within moments would pay it on its way to the processor.
+IDLE_CHECK_SECONDS = 1.0
+
 _executor: ThreadPoolExecutor | None = None
 _pid: int | None = None
+_last_used = 0.0  # time.monotonic() when the thread last finished a call
 
 
 def _thread() -> ThreadPoolExecutor:
@@ -33,11 +41,36 @@ def _thread() -> ThreadPoolExecutor:
     return _executor
 
 
+def _timed(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    global _last_used
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _last_used = time.monotonic()
+
+
 def submit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
     """Run ``fn`` on the database thread; its future."""
-    return _thread().submit(fn, *args, **kwargs)
+    return _thread().submit(_timed, fn, *args, **kwargs)
 
 
 def call(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run ``fn`` on the database thread and wait for it."""
     return submit(fn, *args, **kwargs).result()
+
+
+def look_at_connections() -> None:
+    """Django's checks of this thread's connections, unless the thread just used them.
+
+    Call it on the database thread before the first statement of a wake-up. A
+    connection with an error since its last check, past ``CONN_MAX_AGE``, or idle for
+    over ``IDLE_CHECK_SECONDS`` is checked (``CONN_HEALTH_CHECKS``) or replaced.
+    """
+    connection = connections[DEFAULT_DB_ALIAS]
+    now = time.monotonic()
+    if (
+        connection.errors_occurred
+        or now - _last_used > IDLE_CHECK_SECONDS
+        or (connection.close_at is not None and now >= connection.close_at)
+    ):
+        close_old_connections()

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError
 
 from . import db_thread, dispatch, leases, runner, shutdown
 from .config import scheduler_config
@@ -91,5 +91,5 @@ def _unreachable(uuid: str, exc: Exception) -> str:
 
 def _claim(uuid: str, **kwargs: Any) -> leases.Claim | None:
     """``leases.claim`` on the database thread, whose connections are looked at first."""
-    close_old_connections()
+    db_thread.look_at_connections()
     return leases.claim(uuid, **kwargs)

@@ -43,3 +43,39 @@ def test_a_request_over_the_inline_size_is_stored_and_read_back_exactly(
     assert sql.read_bytes("default", "request", uuid) == request
     # The temporary table of chunks empties itself with the admission's commit.
     assert sql.fetch("default", "SELECT count(*) FROM scheduler_upload", ()) == [(0,)]
+
+
+def test_the_database_thread_checks_its_connection_after_an_idle_pause_or_an_error(
+    live_database_url: str,
+) -> None:
+    from django.db import InterfaceError, OperationalError, connections
+
+    from tasks_app import db_thread
+
+    def pid() -> int:
+        return int(connections["default"].connection.info.backend_pid)
+
+    def fetch_after_look(query: str) -> tuple[list[tuple[object, ...]], int]:
+        db_thread.look_at_connections()
+        return sql.fetch("default", query, ()), pid()
+
+    try:
+        _, first = db_thread.call(fetch_after_look, "SELECT 1")
+        with psycopg.connect(live_database_url, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (first,))
+
+        # Used a moment ago: no check, so the dropped connection fails the statement
+        # (the callers' error paths replace it), and marks itself for the next look.
+        with pytest.raises((OperationalError, InterfaceError)):
+            db_thread.call(fetch_after_look, "SELECT 2")
+        rows, second = db_thread.call(fetch_after_look, "SELECT 3")
+        assert rows == [(3,)] and second != first
+
+        # Idle past the threshold: checked first, and replaced before the statement.
+        with psycopg.connect(live_database_url, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (second,))
+        db_thread._last_used -= db_thread.IDLE_CHECK_SECONDS + 1
+        rows, third = db_thread.call(fetch_after_look, "SELECT 4")
+        assert rows == [(4,)] and third not in (first, second)
+    finally:
+        db_thread.call(connections.close_all)
