@@ -81,9 +81,10 @@ def lease_owner(pid: int | None = None) -> str:
 
 
 # How long a reservation holds its task for the reserving process (see
-# ``Reservation``); 0 makes none. Short, because a reserved task waits for its
-# reserver's current task: one that turns out long lets the reservation lapse.
-RESERVE_SECONDS = 1.0
+# ``Reservation``); 0 makes none. Tasks up to half of it run back to back. Short,
+# because a reserved task waits for its reserver's current task: one that turns out
+# long lets the reservation lapse, and a slot freed meanwhile waits for that.
+RESERVE_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,11 +568,17 @@ def held_by_boot(
 
 
 def expire(uuid: str, owner: str, using: str = "default") -> int:
-    """End a lease now: its process is known dead, so there is no point waiting."""
-    ended = (
-        TaskRecord.objects.using(using)
-        .filter(uuid=uuid, status=Status.PROCESSING, lease_owner=owner)
-        .update(lease_expires_at=Now() - dt.timedelta(seconds=1))
+    """End a lease now: its process is known dead, so there is no point waiting.
+
+    Its reservation, if any, ends too: the reconciler publishes that task at its next
+    pass if a slot is free (its message is long gone), instead of after the lapse.
+    """
+    rows = TaskRecord.objects.using(using)
+    ended = rows.filter(uuid=uuid, status=Status.PROCESSING, lease_owner=owner).update(
+        lease_expires_at=Now() - dt.timedelta(seconds=1)
+    )
+    rows.filter(status=Status.QUEUED, lease_owner=owner).update(
+        lease_expires_at=Now() - dt.timedelta(seconds=1)
     )
     counters.count_recovery("released", ended)
     return ended

@@ -290,3 +290,22 @@ def test_a_task_reserved_behind_a_long_one_starts_on_a_freed_slot_soon(
     assert row.started_at >= until
     assert (row.started_at - max(until, ready)).total_seconds() < 5
     assert status(mine.uuid) == Status.PROCESSING  # still this process's
+
+
+def test_a_dead_processs_reservation_ends_with_its_lease(
+    scheduler: Scheduler, redis_server: RedisServer
+) -> None:
+    redis_server.flushall()
+    _, mine = reserve_behind(scheduler, "mine", "reserved")
+    assert mine.reserved is not None
+    reserved = mine.reserved.uuid
+
+    # The keeper found the process gone.
+    assert leases.expire(mine.uuid, mine.owner) == 1
+
+    left = reservation_of(reserved)[2]
+    assert left is not None and left < 0
+    assert [uuid for uuid, _ in leases.recover_expired(max_attempts=5)] == [mine.uuid]
+    before = message_ids(redis_server)
+    assert leases.redispatch_stale(2, stale_seconds=3600) == [reserved]
+    assert new_messages(redis_server, before) == [reserved]
