@@ -1,13 +1,16 @@
-"""One thread per worker process that runs the scheduler's statements.
+"""A thread per pool process for the hand-overs that overlap the next processor call.
 
 A pool process records the end of a task while it already runs the next one (see
-``runner``), so its statements cannot run on the thread that calls the processor. They
-all run on this one thread instead, the waited-for ones too: Django's connections
-belong to a thread, and one thread keeps each pool process at one connection.
+``runner``), so that write cannot run on the thread that calls the processor. It runs
+on this thread, on a connection of its own (Django's connections belong to a thread):
+a pool process that runs tasks back to back holds two connections. The claims and the
+hand-overs that are waited for stay on the calling thread, because a hop to another
+thread and back costs a wake-up of each, which a wake-up's way to the processor would
+pay twice.
 
 Made lazily in each process, so a pool child never inherits its parent's thread.
-Celery's Django fix-up looks at the main thread's connections around each task; the
-caller does it for this thread's with ``look_at_connections``.
+Celery's Django fix-up looks after the main thread's connections; each job here calls
+``look_at_connections`` for this thread's.
 """
 
 from __future__ import annotations
@@ -24,8 +27,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 # A connection used this recently, with no error since, is not health-checked again:
-# Django's check is a round trip of its own (SELECT 1), and a wake-up that follows the
-# last task within moments would pay it on its way to the processor.
+# Django's check is a round trip of its own (SELECT 1), and hand-overs come one a task.
 IDLE_CHECK_SECONDS = 1.0
 
 _executor: ThreadPoolExecutor | None = None
@@ -62,9 +64,9 @@ def call(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
 def look_at_connections() -> None:
     """Django's checks of this thread's connections, unless the thread just used them.
 
-    Call it on the database thread before the first statement of a wake-up. A
-    connection with an error since its last check, past ``CONN_MAX_AGE``, or idle for
-    over ``IDLE_CHECK_SECONDS`` is checked (``CONN_HEALTH_CHECKS``) or replaced.
+    Call it on the database thread before a job's first statement. A connection with
+    an error since its last check, past ``CONN_MAX_AGE``, or idle for over
+    ``IDLE_CHECK_SECONDS`` is checked (``CONN_HEALTH_CHECKS``) or replaced.
     """
     connection = connections[DEFAULT_DB_ALIAS]
     now = time.monotonic()

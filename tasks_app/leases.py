@@ -770,8 +770,10 @@ def redispatch_stale(
         stale = list(
             rows.select_for_update(skip_locked=True)
             .filter(
-                Q(dispatched_at__lt=cutoff)
-                | (~Q(lease_owner="") & Q(lease_expires_at__lte=Now())),
+                # A live reservation's task starts when its reserver's current one
+                # ends, however old its message: not this pass's to publish.
+                _not_reserved(),
+                Q(dispatched_at__lt=cutoff) | ~Q(lease_owner=""),
                 status=Status.QUEUED,
             )
             .order_by("created_at")

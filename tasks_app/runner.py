@@ -61,8 +61,8 @@ def run(
     """Run ``first`` and then each task the slot is handed to; return their UUIDs.
 
     A task the slot has reserved (``leases.Reservation``, made with ``reserve_seconds``
-    when every slot is busy) starts the moment the one before it ends, while the
-    database thread records that end and makes the hand-over; its answer is awaited
+    when every slot is busy) starts the moment the one before it ends, while
+    ``db_thread`` records that end and makes the hand-over; its answer is awaited
     only when the reserved task ends in turn. The database writes then never stand
     between two processor calls. Every write is guarded by the lease, so an answer
     other than expected (the lease of the task before was lost, a statement failed)
@@ -101,6 +101,7 @@ def run(
         claim: leases.Claim, outcome: leases.Outcome, duration: float
     ) -> leases.Claim | None:
         try:
+            db_thread.look_at_connections()
             return finish(claim, outcome, duration, True)
         except Exception:
             # Not knowing whether the hand-over started the reserved task, which runs
@@ -142,12 +143,8 @@ def run(
             )
             current = ahead.as_started(leases.lease_owner())
             continue
-        following = db_thread.call(
-            finish_or_give_back,
-            current,
-            outcome,
-            duration_seconds,
-            not should_stop(),
+        following = finish_or_give_back(
+            current, outcome, duration_seconds, not should_stop()
         )
         if following is None:
             return ran

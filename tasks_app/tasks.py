@@ -10,7 +10,7 @@ from typing import Any
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from . import db_thread, dispatch, leases, runner, shutdown
+from . import dispatch, leases, runner, shutdown
 from .config import scheduler_config
 from .dispatch import RUN_TASK
 from .processors import load_processor
@@ -35,8 +35,7 @@ def run_task(self: Any, uuid: str) -> dict[str, list[str]] | str:
     processor = load_processor(config.processor)
     worker = f"{self.request.hostname or 'worker'} pid {os.getpid()}"
     try:
-        claim = db_thread.call(
-            _claim,
+        claim = leases.claim(
             uuid,
             worker=worker,
             num_workers=config.num_workers,
@@ -87,9 +86,3 @@ def _unreachable(uuid: str, exc: Exception) -> str:
     dispatch.publish([uuid])
     time.sleep(UNREACHABLE_PAUSE_SECONDS)
     return "the database was unreachable; the wake-up was published again"
-
-
-def _claim(uuid: str, **kwargs: Any) -> leases.Claim | None:
-    """``leases.claim`` on the database thread, whose connections are looked at first."""
-    db_thread.look_at_connections()
-    return leases.claim(uuid, **kwargs)

@@ -214,11 +214,14 @@ BEGIN
 
     -- The hand-over: the number of processing tasks does not change, so no lock. This
     -- process's own reservation first, live or lapsed, if nobody took it meanwhile.
+    -- Waiting for its row lock, not skipping it: this process may be running it
+    -- already, and whoever holds the lock of a live reservation leaves it queued (a
+    -- lapsed one may be taken, and then this process's run of it is not recorded).
     IF p_reserved IS NOT NULL THEN
         SELECT t.uuid INTO v_uuid FROM scheduler_task t
             WHERE t.uuid = p_reserved AND t.status = 'queued'
                 AND t.lease_owner = p_next_owner
-            FOR UPDATE SKIP LOCKED;
+            FOR UPDATE;
     END IF;
     IF v_uuid IS NULL THEN
         v_uuid := scheduler_take_queued(NULL);
