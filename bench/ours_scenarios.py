@@ -98,14 +98,14 @@ def recovery(env: Services, tmp: Path, cap: int, sizes: Sizes) -> dict[str, Any]
         for trial in range(sizes.recovery_trials):
             uuid, row = _busy(scheduler, 600, workloads.new_tag("kill"))
             name = row["worker"].split("@", 1)[0]
-            victim = workers[name]
+            victim = workers.pop(name)
             killed_at = time.time()
             victim.kill()
             trials.append(_until_restarted(uuid, row["attempts"], 60) - killed_at)
-            # Back to two live workers for the next trial.
-            workers[name] = cluster.start_worker(
-                concurrency=cap // 2, name=f"{name}{trial}"
-            )
+            # Back to two live workers for the next trial, under a name of its own,
+            # which is the name the next trial may find in the task's row.
+            fresh = f"{name}{trial}"
+            workers[fresh] = cluster.start_worker(concurrency=cap // 2, name=fresh)
             _sweep(uuid)
 
         uuid, row = _busy(scheduler, 600, workloads.new_tag("child"))
