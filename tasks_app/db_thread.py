@@ -56,11 +56,6 @@ def submit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T
     return _thread().submit(_timed, fn, *args, **kwargs)
 
 
-def call(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run ``fn`` on the database thread and wait for it."""
-    return submit(fn, *args, **kwargs).result()
-
-
 def look_at_connections() -> None:
     """Django's checks of this thread's connections, unless the thread just used them.
 

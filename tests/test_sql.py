@@ -60,22 +60,22 @@ def test_the_database_thread_checks_its_connection_after_an_idle_pause_or_an_err
         return sql.fetch("default", query, ()), pid()
 
     try:
-        _, first = db_thread.call(fetch_after_look, "SELECT 1")
+        _, first = db_thread.submit(fetch_after_look, "SELECT 1").result()
         with psycopg.connect(live_database_url, autocommit=True) as other:
             other.execute("SELECT pg_terminate_backend(%s)", (first,))
 
         # Used a moment ago: no check, so the dropped connection fails the statement
         # (the callers' error paths replace it), and marks itself for the next look.
         with pytest.raises((OperationalError, InterfaceError)):
-            db_thread.call(fetch_after_look, "SELECT 2")
-        rows, second = db_thread.call(fetch_after_look, "SELECT 3")
+            db_thread.submit(fetch_after_look, "SELECT 2").result()
+        rows, second = db_thread.submit(fetch_after_look, "SELECT 3").result()
         assert rows == [(3,)] and second != first
 
         # Idle past the threshold: checked first, and replaced before the statement.
         with psycopg.connect(live_database_url, autocommit=True) as other:
             other.execute("SELECT pg_terminate_backend(%s)", (second,))
         db_thread._last_used -= db_thread.IDLE_CHECK_SECONDS + 1
-        rows, third = db_thread.call(fetch_after_look, "SELECT 4")
+        rows, third = db_thread.submit(fetch_after_look, "SELECT 4").result()
         assert rows == [(4,)] and third not in (first, second)
     finally:
-        db_thread.call(connections.close_all)
+        db_thread.submit(connections.close_all).result()
