@@ -204,6 +204,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CONCURRENCY = SCHEDULER_NUM_WORKERS
 CELERY_WORKER_SEND_TASK_EVENTS = True
+# Task events are published after the task has started, not before it reaches a pool
+# process (tasks_app/worker_events.py).
+CELERY_WORKER_CONSUMER = "tasks_app.worker_events:Consumer"
 # No task-sent event: it is a second Redis publish on every admission, for Flower's
 # "pending" state only; the worker's own events (received, started, succeeded) remain.
 CELERY_TASK_SEND_SENT_EVENT = False
