@@ -16,7 +16,8 @@ tick it:
 Each step is safe on every replica at once, so no separate periodic scheduler exists.
 If leases go unrenewed for almost a lease (the database is unreachable), a second thread
 kills the children that hold them: their tasks are about to run elsewhere, and the cap
-must hold.
+must hold. A main process frozen whole can do neither; each child then stops its own
+call a little later (``pool_watchdog``), from the renewal times this keeper shares.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 import psutil
 from django.db import close_old_connections, connections
 
-from . import leases, retention
+from . import leases, pool_watchdog, retention
 from .config import SchedulerConfig, scheduler_config
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ class LeaseKeeper(threading.Thread):
     def tick(self) -> None:
         config = self.config
         self._fence()
+        # Before the question: a lease that began after it is not renewed below, and
+        # its pool process counts from its own start instead (pool_watchdog).
+        asked = time.monotonic()
         held = leases.held_by_boot(self.boot, config.task_time_limit_seconds)
         alive = live_pids()
         renewable: list[str] = []
@@ -125,6 +129,7 @@ class LeaseKeeper(threading.Thread):
         if renewable and now - self._last_renewal >= config.lease_seconds / 4:
             leases.renew(sorted(set(renewable)), config.lease_seconds)
             self._last_renewal = now
+            pool_watchdog.renewed(asked)
         self._owners = set(renewable)
 
         leases.recover_expired(config.max_attempts)

@@ -16,7 +16,7 @@ from dataclasses import replace
 from django.conf import settings
 from django.db import connections
 
-from . import db_thread, leases
+from . import db_thread, leases, pool_watchdog
 from .interfaces import Processor
 from .models import Status
 
@@ -63,6 +63,7 @@ def run(
     num_workers: int = 0,
     reserve_seconds: float = 0.0,
     using: str = "default",
+    leased_since: float | None = None,
 ) -> list[str]:
     """Run ``first`` and then each task the slot is handed to; return their UUIDs.
 
@@ -73,9 +74,13 @@ def run(
     between two processor calls. Every write is guarded by the lease, so an answer
     other than expected (the lease of the task before was lost, a statement failed)
     costs at most a run whose outcome is not recorded, never one recorded twice.
+
+    ``leased_since`` is a monotonic time no later than the claim of ``first`` was
+    sent (now, if not given); ``pool_watchdog`` counts each lease from such a time.
     """
     ran: list[str] = []
     current = first
+    since = time.monotonic() if leased_since is None else leased_since
     # The hand-over that is starting ``current`` as it runs, when it ran ahead.
     handing_over: Future[leases.Claim | None] | None = None
 
@@ -121,8 +126,12 @@ def run(
             raise
 
     while True:
+        pool_watchdog.running(current.uuid, since)
         started = time.monotonic()
-        outcome = execute(processor, current)
+        try:
+            outcome = execute(processor, current)
+        finally:
+            pool_watchdog.idle()
         duration_seconds = time.monotonic() - started
         log.debug(
             "task %s: processor returned after %.3f s",
@@ -151,11 +160,14 @@ def run(
             and ahead.fresh()
             and not should_stop()
         ):
+            # Its lease begins when the hand-over commits, after this.
+            since = time.monotonic()
             handing_over = db_thread.submit(
                 hand_over, current, outcome, duration_seconds
             )
             current = ahead.as_started(leases.lease_owner())
             continue
+        since = time.monotonic()
         following = finish_or_give_back(
             current, outcome, duration_seconds, not should_stop()
         )

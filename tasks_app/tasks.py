@@ -34,6 +34,7 @@ def run_task(self: Any, uuid: str) -> dict[str, list[str]] | str:
     # Built before any claim: a processor that cannot be built must not hold a slot.
     processor = load_processor(config.processor)
     worker = f"{self.request.hostname or 'worker'} pid {os.getpid()}"
+    leased_since = time.monotonic()
     try:
         claim = leases.claim(
             uuid,
@@ -62,6 +63,7 @@ def run_task(self: Any, uuid: str) -> dict[str, list[str]] | str:
         should_stop=shutdown.requested,
         num_workers=config.num_workers,
         reserve_seconds=leases.RESERVE_SECONDS,
+        leased_since=leased_since,
     )
     return {"ran": ran}
 

@@ -14,7 +14,7 @@ from celery import concurrency, signals
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from . import leases, orphans, shutdown
+from . import leases, orphans, pool_watchdog, shutdown
 from .config import scheduler_config
 from .keeper import LeaseKeeper
 from .processors import load_processor
@@ -56,6 +56,7 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
     leases.new_boot()
     shutdown.prepare()
     orphans.prepare_parent()
+    pool_watchdog.prepare()
     global _main_pid
     _main_pid = os.getpid()
 
@@ -64,6 +65,7 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
 def on_worker_process_init(**_: Any) -> None:
     if _main_pid is not None:
         orphans.bind_child_to_parent(_main_pid)
+        pool_watchdog.watch(scheduler_config().lease_seconds)
 
 
 @signals.worker_ready.connect
