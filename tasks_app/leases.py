@@ -630,6 +630,30 @@ def give_back(claim: Claim, reason: str, using: str = "default") -> bool:
     return bool(given)
 
 
+def give_back_all(owner: str, reason: str, using: str = "default") -> list[str]:
+    """Put back every task ``owner`` holds or has reserved; the UUIDs given back.
+
+    For a process that knows it runs nothing, yet may hold a task: a hand-over whose
+    commit happened but whose reply was lost started the next task under this owner,
+    and that task would otherwise stay processing, renewed by the keeper, until its
+    time limit.
+    """
+    rows = TaskRecord.objects.using(using)
+    held = rows.filter(status=Status.PROCESSING, lease_owner=owner).values_list(
+        "uuid", "hash", "attempts"
+    )
+    given = [
+        str(uuid)
+        for uuid, digest, attempt in held
+        if give_back(Claim(str(uuid), digest, attempt, owner, b""), reason, using)
+    ]
+    # A reservation lapses at once; the reconciler publishes its task again.
+    rows.filter(status=Status.QUEUED, lease_owner=owner).update(
+        lease_expires_at=Now() - dt.timedelta(seconds=1)
+    )
+    return given
+
+
 def fail_running(
     uuid: str, owner: str, attempt: int, error: str, using: str = "default"
 ) -> bool:

@@ -108,6 +108,8 @@ def run(
             return finish(claim, outcome, duration, take_next)
         except Exception:
             _record_again_or_give_back(claim, outcome, worker, using)
+            if take_next:
+                _give_back_what_the_hand_over_started(claim, using)
             return None
 
     def hand_over(
@@ -184,6 +186,38 @@ def _ran_without_slot(claim: leases.Claim) -> None:
         claim.uuid,
         extra={"task_uuid": claim.uuid, "event": "ran_without_slot"},
     )
+
+
+def _give_back_what_the_hand_over_started(claim: leases.Claim, using: str) -> None:
+    """A hand-over failed, perhaps after its commit: let go of what it may have started.
+
+    If only the reply was lost, the next task is processing under this process's
+    lease while this process, which never learnt of it, goes idle. Nothing here runs
+    now, so whatever this owner holds is given back. If the database cannot be reached
+    for that either, this process exits: its keeper ends the leases of a process that
+    is gone.
+    """
+    try:
+        connections[using].close()
+        given = leases.give_back_all(
+            claim.owner, "the reply to the hand-over that started it was lost", using
+        )
+    except Exception:
+        log.critical(
+            "task %s: the hand-over after it failed, and what it may have started "
+            "cannot be given back; this pool process exits so that its lease ends",
+            claim.uuid,
+            exc_info=True,
+            extra={"task_uuid": claim.uuid, "event": "hand_over_lost_exit"},
+        )
+        os._exit(70)
+    for uuid in given:
+        log.warning(
+            "task %s: started by a hand-over whose reply was lost; given back to the "
+            "queue",
+            uuid,
+            extra={"task_uuid": uuid, "event": "hand_over_reply_lost"},
+        )
 
 
 def _record_again_or_give_back(
