@@ -130,6 +130,12 @@ class ApiToken(models.Model):
         max_length=64, help_text="comma-separated: submit, read, operate"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="from then on, calls with the token answer 401; empty: it never "
+        "expires",
+    )
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

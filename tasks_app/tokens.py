@@ -7,6 +7,7 @@ found here; ``manage.py create_token`` and the admin create tokens.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import hashlib
 import secrets
@@ -69,23 +70,29 @@ def issue_secret(row: ApiToken) -> str:
     return token
 
 
-def create_token(scopes: Iterable[Scope], name: str = "") -> tuple[ApiToken, str]:
+def create_token(
+    scopes: Iterable[Scope], name: str = "", expires_at: dt.datetime | None = None
+) -> tuple[ApiToken, str]:
     """A new token row and the token itself, to be shown once and never again."""
-    row = ApiToken(name=name, scopes=format_scopes(scopes))
+    row = ApiToken(name=name, scopes=format_scopes(scopes), expires_at=expires_at)
     token = issue_secret(row)
     row.save(force_insert=True)
     return row, token
 
 
 def find_token(token: str) -> ApiToken | None:
-    """The live (not revoked) row of ``token``, or ``None``."""
+    """The row of ``token`` unless it was revoked, expired or not, or ``None``."""
     if not token or len(token) > MAX_TOKEN_CHARS:
         return None
     return (
         ApiToken.objects.filter(digest=digest_of(token), revoked_at__isnull=True)
-        .only("id", "name", "prefix", "scopes")
+        .only("id", "name", "prefix", "scopes", "expires_at")
         .first()
     )
+
+
+def has_expired(row: ApiToken, now: dt.datetime | None = None) -> bool:
+    return row.expires_at is not None and row.expires_at <= (now or timezone.now())
 
 
 def scopes_of(row: ApiToken) -> frozenset[Scope]:

@@ -38,7 +38,7 @@ class ApiTokenForm(_ModelForm):
 
     class Meta:
         model = ApiToken
-        fields = ("name",)
+        fields = ("name", "expires_at")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,7 +58,14 @@ class ApiTokenForm(_ModelForm):
 @admin.register(ApiToken)
 class ApiTokenAdmin(_ModelAdmin):
     form = ApiTokenForm
-    list_display = ("name", "prefix", "scopes", "created_at", "revoked_at")
+    list_display = (
+        "name",
+        "prefix",
+        "scopes",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+    )
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "^prefix")
     readonly_fields = ("prefix", "created_at", "revoked_at")

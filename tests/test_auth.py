@@ -6,6 +6,7 @@ HTTP goes through Django's test client with authentication switched on; gRPC thr
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import re
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.core.management import CommandError, call_command
 from django.test import Client
+from django.utils import timezone
 from grpc_health.v1 import health_pb2
 
 from tasks_app import health
@@ -120,6 +122,50 @@ def test_create_token_refuses_unknown_or_missing_scopes(scopes: str) -> None:
 
 
 @pytest.mark.django_db
+def test_create_token_with_an_expiry_stores_it_and_says_when() -> None:
+    err = io.StringIO()
+    before = timezone.now()
+    call_command(
+        "create_token",
+        "--scopes",
+        "read",
+        "--expires-in-days",
+        "30",
+        stdout=io.StringIO(),
+        stderr=err,
+    )
+
+    row = ApiToken.objects.get()
+    assert row.expires_at is not None
+    assert (
+        before + dt.timedelta(days=30)
+        <= row.expires_at
+        <= timezone.now() + dt.timedelta(days=30)
+    )
+    assert (
+        f"expires at {row.expires_at.isoformat(timespec='seconds')}" in err.getvalue()
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("days", ["0", "-1", "nan", "inf", "36501", "soon"])
+def test_create_token_refuses_an_expiry_that_is_not_a_number_of_days(
+    days: str,
+) -> None:
+    with pytest.raises(CommandError, match="expires-in-days"):
+        call_command(
+            "create_token",
+            "--scopes",
+            "read",
+            "--expires-in-days",
+            days,
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+    assert not ApiToken.objects.exists()
+
+
+@pytest.mark.django_db
 def test_two_tokens_are_never_the_same() -> None:
     first, second = token_with(Scope.READ), token_with(Scope.READ)
     assert first != second
@@ -194,6 +240,57 @@ def test_a_revoked_token_is_401_from_the_next_call(
 
     assert revoke(ApiToken.objects.all()) == 1
     assert_error(call(client, "get", "/api/tasks", token), 401, "unauthenticated")
+
+
+def token_expiring_in(seconds: float, *scopes: Scope) -> str:
+    expires_at = timezone.now() + dt.timedelta(seconds=seconds)
+    return create_token(scopes, name="expiring", expires_at=expires_at)[1]
+
+
+@pytest.mark.django_db
+def test_an_expired_token_is_401_and_says_when_it_expired(
+    client: Client, auth_on: None
+) -> None:
+    live = token_expiring_in(3600, Scope.READ, Scope.SUBMIT)
+    assert call(client, "get", "/api/tasks", live).status_code == 200
+
+    expired = token_expiring_in(-1, Scope.READ, Scope.SUBMIT)
+    row = ApiToken.objects.get(digest=digest_of(expired))
+    assert row.expires_at is not None
+    for method, path in (("get", "/api/tasks"), ("post", "/api/tasks")):
+        message = assert_error(
+            call(client, method, path, expired), 401, "unauthenticated"
+        )
+        assert "expired at" in message and row.prefix in message, message
+        assert row.expires_at.isoformat(timespec="seconds") in message
+    assert not TaskRecord.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_admin_creates_a_token_with_an_expiry(
+    admin_client: Client, client: Client, auth_on: None
+) -> None:
+    response = admin_client.post(
+        "/admin/tasks_app/apitoken/add/",
+        {
+            "name": "expired already",
+            "scope_choices": ["read"],
+            "expires_at_0": "2020-01-01",
+            "expires_at_1": "00:00:00",
+        },
+    )
+
+    assert response.status_code == 200, response.content
+    match = re.search(rb'id="new-api-token">(sch_[A-Za-z0-9_-]+)<', response.content)
+    assert match, response.content
+    row = ApiToken.objects.get()
+    assert row.expires_at == dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    message = assert_error(
+        call(client, "get", "/api/scheduler", match.group(1).decode()),
+        401,
+        "unauthenticated",
+    )
+    assert "expired at 2020-01-01T00:00:00+00:00" in message
 
 
 @pytest.mark.django_db
@@ -316,6 +413,20 @@ def test_each_rpc_needs_a_token(
         code, details, error_code = grpc_call(grpc_server, rpc, request_message, token)
         assert code == grpc.StatusCode.UNAUTHENTICATED, (token, details)
         assert error_code == "unauthenticated"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_expired_token_is_unauthenticated_over_grpc(grpc_server: Rungrpc) -> None:
+    expired = token_expiring_in(-1, *Scope)
+
+    code, details, error_code = grpc_call(
+        grpc_server, "AddTask", pb.AddTaskRequest(request=b"expired"), expired
+    )
+
+    assert code == grpc.StatusCode.UNAUTHENTICATED, details
+    assert error_code == "unauthenticated"
+    assert "expired at" in details
+    assert not TaskRecord.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)

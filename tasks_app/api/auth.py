@@ -54,10 +54,20 @@ def auth_required() -> bool:
 
 
 def principal_for_token(token: str) -> Principal | None:
-    """The principal a bearer token stands for, or ``None`` for an unknown or revoked one."""
+    """The principal a bearer token stands for, or ``None`` for an unknown or revoked one.
+
+    An expired token is refused here, with its expiry: its holder has the secret, so
+    saying when it expired tells nothing to anyone else.
+    """
     row = tokens.find_token(token)
     if row is None:
         return None
+    if tokens.has_expired(row):
+        assert row.expires_at is not None
+        raise Unauthenticated(
+            f"the bearer token {row.prefix}... expired at "
+            f"{row.expires_at.isoformat(timespec='seconds')}; ask for a new one"
+        )
     return Principal(str(row), tokens.scopes_of(row), rate_key=f"token:{row.pk}")
 
 
