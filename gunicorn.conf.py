@@ -10,6 +10,7 @@ GUNICORN_CMD_ARGS for anything else.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,6 +18,8 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from gunicorn import util
 
 # The longest `GET /api/tasks/{uuid}?wait=N` the API allows, in seconds.
 LONGEST_WAIT_SECONDS = 60
@@ -51,6 +54,32 @@ errorlog = "-"
 # The heartbeat file of each worker: memory, not an overlay filesystem that can stall.
 if Path("/dev/shm").is_dir():
     worker_tmp_dir = "/dev/shm"
+
+
+# What gunicorn refuses before Django sees the request (a request line over the limit,
+# a malformed header) gets the API's JSON error body instead of gunicorn's HTML page;
+# the status stays gunicorn's. Our error codes by status; any other 4xx is bad_request.
+_ERROR_CODES = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+_MAX_ECHO_CHARS = 200
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's ``util.write_error``, answering ``{"error", "message"}`` as the API does."""
+    code = _ERROR_CODES.get(
+        status_int, "bad_request" if status_int < 500 else "internal"
+    )
+    detail = mesg if len(mesg) <= _MAX_ECHO_CHARS else mesg[:_MAX_ECHO_CHARS] + "..."
+    message = f"{reason}: {detail}" if detail else reason
+    body = json.dumps({"error": code, "message": message}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# Workers call it as util.write_error; patched in the arbiter, before they fork.
+util.write_error = write_json_error
 
 
 def on_starting(server: Any) -> None:

@@ -11,9 +11,12 @@ keeper writes into memory shared since the fork, and with the moment this proces
 own lease began; if neither is recent enough for the lease to be still live, the
 process kills itself, a little before the lease can lapse.
 
-Both times are taken before the statement they stand for was sent, and leases are on
-the database's clock, so each lease lasts at least ``lease_seconds`` past them. Linux's
-monotonic clock is one clock for every process of a machine.
+Both times are taken before the statement they stand for was sent, and a lease starts
+on the database's clock when its update runs (``clock_timestamp()``, migration 0008),
+so each lease lasts at least ``lease_seconds`` past them. A renewal counts for a lease
+only if it asked after the statement that began the lease had committed: one that asked
+before never saw it. Linux's monotonic clock is one clock for every process of a
+machine.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +37,41 @@ POLL_SECONDS = 0.25
 MARGIN_SECONDS = 2 * POLL_SECONDS + 0.25
 
 # The monotonic time before the keeper's last successful renewal asked which leases
-# this worker holds: every lease it renewed lasts past this plus the lease time.
+# this worker holds: every lease it found then lasts past this plus the lease time.
 _renewed_after: ctypes.c_double | None = None
-# In a pool process: since when (monotonic) the task it is running holds a lease, or
-# None between tasks.
-_running_since: float | None = None
-_running_uuid = ""
+# In a pool process: the lease of the task whose processor call runs, or None.
+_current: LeaseWindow | None = None
 _watching = False
+
+
+@dataclass(slots=True)
+class LeaseWindow:
+    """When a task's lease began, as seen from the pool process that runs it.
+
+    ``since`` is no later than the lease began: taken before the statement that
+    started it was sent. ``confirmed`` is no earlier than that statement committed:
+    taken when its answer came back, or None while it has not. Only a renewal that
+    asked after ``confirmed`` can have found this lease, so only such a renewal counts.
+    """
+
+    uuid: str
+    since: float
+    confirmed: float | None = None
+
+    @classmethod
+    def confirmed_now(cls, uuid: str, since: float | None = None) -> LeaseWindow:
+        now = time.monotonic()
+        return cls(uuid, now if since is None else since, now)
+
+    def confirm(self) -> None:
+        self.confirmed = time.monotonic()
+
+    def known_live(self) -> float:
+        """The latest moment from which the lease is known to last a whole lease."""
+        renewal = _renewed_after.value if _renewed_after is not None else 0.0
+        if self.confirmed is not None and renewal >= self.confirmed:
+            return max(self.since, renewal)
+        return self.since
 
 
 def prepare() -> None:
@@ -55,15 +87,15 @@ def renewed(after: float) -> None:
         _renewed_after.value = after
 
 
-def running(uuid: str, since: float) -> None:
-    """This pool process calls the processor for ``uuid``, leased since ``since``."""
-    global _running_since, _running_uuid
-    _running_uuid, _running_since = uuid, since
+def running(window: LeaseWindow) -> None:
+    """This pool process calls the processor for ``window``'s task."""
+    global _current
+    _current = window
 
 
 def idle() -> None:
-    global _running_since
-    _running_since = None
+    global _current
+    _current = None
 
 
 def watch(lease_seconds: float) -> None:
@@ -77,33 +109,34 @@ def watch(lease_seconds: float) -> None:
     ).start()
 
 
-def overdue(now: float, lease_seconds: float) -> float | None:
-    """How long since the current lease was last known live, if too long; else None."""
-    since = _running_since
-    if since is None or _renewed_after is None:
+def overdue(now: float, lease_seconds: float) -> tuple[str, float] | None:
+    """The running task and how long since its lease was known live, if too long."""
+    window = _current
+    if window is None or _renewed_after is None:
         return None
-    known_live = max(since, _renewed_after.value)
-    if now - known_live < lease_seconds - MARGIN_SECONDS:
+    late = now - window.known_live()
+    if late < lease_seconds - MARGIN_SECONDS:
         return None
-    return now - known_live
+    return window.uuid, late
 
 
 def _watch(lease_seconds: float) -> None:
     wait = threading.Event().wait
     while True:
         wait(POLL_SECONDS)
-        late = overdue(time.monotonic(), lease_seconds)
-        if late is None:
+        found = overdue(time.monotonic(), lease_seconds)
+        if found is None:
             continue
+        uuid, late = found
         log.error(
-            "task %s: its lease was last renewed %.1f s ago and may lapse in %.2f s "
-            "(the worker's main process is frozen or cannot reach the database): "
-            "pool process %d stops its call now, so that it never runs beside the "
-            "retry",
-            _running_uuid,
+            "task %s: its lease was last known renewed %.1f s ago and may lapse in "
+            "%.2f s (the worker's main process is frozen or cannot reach the "
+            "database): pool process %d stops its call now, so that it never runs "
+            "beside the retry",
+            uuid,
             late,
             lease_seconds - late,
             os.getpid(),
-            extra={"task_uuid": _running_uuid, "event": "self_fenced"},
+            extra={"task_uuid": uuid, "event": "self_fenced"},
         )
         os.kill(os.getpid(), signal.SIGKILL)

@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import replace
 
 from django.conf import settings
 from django.db import connections
@@ -63,7 +62,7 @@ def run(
     num_workers: int = 0,
     reserve_seconds: float = 0.0,
     using: str = "default",
-    leased_since: float | None = None,
+    leased: pool_watchdog.LeaseWindow | None = None,
 ) -> list[str]:
     """Run ``first`` and then each task the slot is handed to; return their UUIDs.
 
@@ -75,14 +74,18 @@ def run(
     other than expected (the lease of the task before was lost, a statement failed)
     costs at most a run whose outcome is not recorded, never one recorded twice.
 
-    ``leased_since`` is a monotonic time no later than the claim of ``first`` was
-    sent (now, if not given); ``pool_watchdog`` counts each lease from such a time.
+    ``leased`` times the claim of ``first`` for ``pool_watchdog`` (by default, from
+    now, which is later than the claim: only for callers that do not run under a
+    keeper).
     """
     ran: list[str] = []
     current = first
-    since = time.monotonic() if leased_since is None else leased_since
+    window = leased or pool_watchdog.LeaseWindow.confirmed_now(first.uuid)
     # The hand-over that is starting ``current`` as it runs, when it ran ahead.
     handing_over: Future[leases.Claim | None] | None = None
+    # Set when a hand-over's outcome is unknown: what this process holds when it stops
+    # may then be a task that nothing runs.
+    unsure = False
 
     def finish(
         claim: leases.Claim, outcome: leases.Outcome, duration: float, take_next: bool
@@ -113,22 +116,40 @@ def run(
             return None
 
     def hand_over(
-        claim: leases.Claim, outcome: leases.Outcome, duration: float
+        claim: leases.Claim,
+        outcome: leases.Outcome,
+        duration: float,
+        ahead: pool_watchdog.LeaseWindow,
     ) -> leases.Claim | None:
         try:
             db_thread.look_at_connections()
-            return finish(claim, outcome, duration, True)
+            following = finish(claim, outcome, duration, True)
         except Exception:
-            # Not knowing whether the hand-over started the reserved task, which runs
-            # already: the reservation is left to lapse rather than given back, and
-            # the caller records that task under the lease the hand-over would have
-            # given it, which the guard refuses if it did not.
-            without = replace(claim, reserved=None)
-            _record_again_or_give_back(without, outcome, worker, using)
-            raise
+            # Not knowing whether it committed, and the reserved task runs already on
+            # this slot: ``claim`` must not be written alone, which would let the
+            # slot go while that task runs on it. The whole hand-over again, on a new
+            # connection: guarded by ``claim``'s lease, it does now what failed, or
+            # it is refused because the first one committed (``claim`` recorded, the
+            # reserved task started here). If this fails too, the caller goes on
+            # under the lease the hand-over would have given, which the guard refuses
+            # if it did not.
+            log.warning(
+                "task %s: the hand-over to the task running ahead failed; making it "
+                "again",
+                claim.uuid,
+                exc_info=True,
+                extra={"task_uuid": claim.uuid, "event": "hand_over_retry"},
+            )
+            connections[using].close()
+            following = finish(claim, outcome, duration, True)
+            if following is None and claim.reserved is not None:
+                following = claim.reserved.as_started(leases.lease_owner())
+        if following is not None and following.uuid == ahead.uuid:
+            ahead.confirm()
+        return following
 
     while True:
-        pool_watchdog.running(current.uuid, since)
+        pool_watchdog.running(window)
         started = time.monotonic()
         try:
             outcome = execute(processor, current)
@@ -147,12 +168,15 @@ def run(
                 handed = handing_over.result()
             except Exception:
                 handed = current  # unknown: the lease guard decides
+                unsure = True
             handing_over = None
             if handed is None or handed.uuid != current.uuid:
                 _ran_without_slot(current)
                 if handed is None:
-                    return ran
+                    break
                 current = handed
+                window = pool_watchdog.LeaseWindow(handed.uuid, window.since)
+                window.confirm()
                 continue
             current = handed
         ahead = current.reserved
@@ -163,9 +187,9 @@ def run(
             and not should_stop()
         ):
             # Its lease begins when the hand-over commits, after this.
-            since = time.monotonic()
+            window = pool_watchdog.LeaseWindow(ahead.uuid, time.monotonic())
             handing_over = db_thread.submit(
-                hand_over, current, outcome, duration_seconds
+                hand_over, current, outcome, duration_seconds, window
             )
             current = ahead.as_started(leases.lease_owner())
             continue
@@ -174,8 +198,13 @@ def run(
             current, outcome, duration_seconds, not should_stop()
         )
         if following is None:
-            return ran
+            break
         current = following
+        window = pool_watchdog.LeaseWindow(following.uuid, since)
+        window.confirm()
+    if unsure:
+        _give_back_what_the_hand_over_started(current, using)
+    return ran
 
 
 def _ran_without_slot(claim: leases.Claim) -> None:

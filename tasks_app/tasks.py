@@ -10,7 +10,7 @@ from typing import Any
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from . import dispatch, leases, runner, shutdown
+from . import dispatch, leases, pool_watchdog, runner, shutdown
 from .config import scheduler_config
 from .dispatch import RUN_TASK
 from .processors import load_processor
@@ -63,7 +63,7 @@ def run_task(self: Any, uuid: str) -> dict[str, list[str]] | str:
         should_stop=shutdown.requested,
         num_workers=config.num_workers,
         reserve_seconds=leases.RESERVE_SECONDS,
-        leased_since=leased_since,
+        leased=pool_watchdog.LeaseWindow.confirmed_now(claim.uuid, leased_since),
     )
     return {"ran": ran}
 

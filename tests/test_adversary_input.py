@@ -112,3 +112,34 @@ def test_find_with_a_few_hundred_uuids_in_an_in_answers_json(web: WebServer) -> 
     status_line, _, rest = answer.partition(b"\r\n")
     assert b"application/json" in rest.partition(b"\r\n\r\n")[0], status_line
     assert status_line.split()[1] in (b"200", b"400"), status_line
+
+
+def answer_parts(answer: bytes) -> tuple[int, bytes, dict[str, Any]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, _, headers = head.partition(b"\r\n")
+    return int(status_line.split()[1]), headers.lower(), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        # A request line over gunicorn's limit_request_line.
+        (b"GET /api/tasks?status=" + b"x" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n", 414),
+        (b"POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n", 400),
+        (b"POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n", 400),
+        (b"GET /api/tasks HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n", 400),
+        (b"GET /api/tasks HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 9000 + b"\r\n", 431),
+    ],
+)
+def test_what_gunicorn_refuses_itself_is_a_json_error_too(
+    web: WebServer, request_head: bytes, status: int
+) -> None:
+    answer = exchange(web.port, request_head + b"\r\n")
+
+    answered, headers, body = answer_parts(answer)
+    assert answered == status, answer[:300]
+    assert b"content-type: application/json" in headers, answer[:300]
+    assert body["error"] == "bad_request"
+    # Named, and not the whole of what was sent back at the sender.
+    assert body["message"] and len(body["message"]) < 400, body
+    assert TaskRecord.objects.count() == 0

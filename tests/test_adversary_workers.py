@@ -7,13 +7,20 @@ it without killing the worker, and count the calls running at once across proces
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
+import time
+import uuid as uuid_module
 
 import psutil
+import psycopg
 import pytest
+from django.utils import timezone
 
+from tasks_app import dispatch, leases
 from tasks_app.interfaces import TaskStatus
+from tasks_app.models import Status, TaskRecord
 from tasks_app.scheduler import Scheduler
 from tests.harness import Call, Cluster, TcpProxy, task_request, wait_until
 
@@ -139,3 +146,85 @@ def test_call_claimed_just_before_a_partition_never_runs_beside_its_retry(
         )
     finally:
         proxy.cut()
+
+
+def queued_without_a_message(request: bytes) -> str:
+    uuid = uuid_module.uuid4()
+    TaskRecord.objects.create(
+        uuid=uuid,
+        hash=hashlib.sha256(request).hexdigest(),
+        request=request,
+        request_size=len(request),
+        created_at=timezone.now(),
+        dispatched_at=timezone.now(),
+        status=Status.QUEUED,
+    )
+    return str(uuid)
+
+
+@pytest.mark.parametrize(
+    ("lock_wait", "freeze"),
+    [
+        # Long enough for a keeper renewal of another task to happen during the wait.
+        (2.4, True),
+        # Almost the whole lease (3 s here), with the worker left alone.
+        (2.9, False),
+    ],
+)
+def test_a_claim_that_waited_for_the_slot_lock_never_runs_beside_its_retry(
+    cluster: Cluster,
+    scheduler: Scheduler,
+    live_database_url: str,
+    lock_wait: float,
+    freeze: bool,
+) -> None:
+    """A lease runs from when its task started, and only renewals that saw it count.
+
+    The claim of B waits on the slot lock while the keeper renews A. B's lease once ran
+    from the claim's statement start, so the wait came out of it; and the pool
+    process counted that renewal of A as one of B's.
+    """
+    cluster.configure(scheduler_num_workers=3)
+    worker = cluster.start_worker(concurrency=2, name="waited")
+    scheduler.add_task(task_request(id="keeps the keeper renewing", sleep=40))
+    wait_until(lambda: len(cluster.call_log.calls()) == 1, 30, message="first call")
+    late = queued_without_a_message(task_request(id="waited for the lock", sleep=20))
+    url = live_database_url.replace("postgres://", "postgresql://", 1)
+    with psycopg.connect(url) as holder, psycopg.connect(url, autocommit=True) as spy:
+        holder.execute("SELECT 1 FROM scheduler_slot_lock WHERE id = 1 FOR UPDATE")
+        dispatch.publish([late])
+        wait_until(
+            lambda: (
+                spy.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%%scheduler_claim(%%'"
+                ).fetchone()
+                is not None
+            ),
+            20,
+            interval=0.01,
+            message="the claim to wait for the slot lock",
+        )
+        time.sleep(lock_wait)
+        holder.rollback()
+    wait_until(
+        lambda: len(cluster.call_log.calls()) == 2, 10, interval=0.005, message="B"
+    )
+    first = cluster.call_log.calls()[1]
+    if freeze:
+        os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        # Another worker, as eager as can be: it takes B the moment its lease lapses.
+        retry = None
+        deadline = time.monotonic() + 15
+        while retry is None and time.monotonic() < deadline and running(first):
+            leases.recover_expired(5)
+            retry = leases.claim(late, worker="other", num_workers=3, lease_seconds=60)
+            time.sleep(0.02)
+        assert retry is None or not running(first), (
+            f"task {late}: attempt {retry.attempt} started elsewhere while pid "
+            f"{first.pid} still ran attempt 1\n{cluster.logs()}"
+        )
+    finally:
+        if freeze:
+            os.kill(worker.pid, signal.SIGCONT)

@@ -6,13 +6,16 @@ run-ahead and the lapse of a reservation behind a long task with real workers.
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection, connections
 from django.utils import timezone
 
-from tasks_app import leases, sql
+from tasks_app import db_thread, leases, runner, sql
 from tasks_app.models import Status, TaskRecord
 from tasks_app.scheduler import Scheduler
 from tests.harness import Cluster, RedisServer, hold_slot, task_request, wait_until
@@ -311,3 +314,73 @@ def test_a_dead_processs_reservation_ends_with_its_lease(
     before = message_ids(redis_server)
     assert leases.redispatch_stale(2, stale_seconds=3600) == [reserved]
     assert new_messages(redis_server, before) == [reserved]
+
+
+def test_a_failed_hand_over_keeps_the_slot_of_the_task_running_ahead(
+    scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hand-over fails before the server sees it, while the reserved task runs.
+
+    Writing the task before alone would let its slot go with the reserved task still
+    running on it: another worker could then start a task beside it, over the cap.
+    """
+    before = str(scheduler.add_task(task_request(id="before")))
+    ahead = str(scheduler.add_task(task_request(id="ahead")))
+    waiting = str(scheduler.add_task(task_request(id="waiting")))
+    held = leases.claim(
+        before, worker="w1", num_workers=1, lease_seconds=60, reserve_seconds=3.0
+    )
+    assert held is not None and held.reserved is not None
+    assert held.reserved.uuid == ahead
+    fetch = sql.fetch
+    failed: list[str] = []
+
+    def fail_the_first_hand_over(using: str, query: str, params: Any) -> Any:
+        if "scheduler_finish(" in query and params[6] and not failed:  # take_next
+            failed.append(str(params[0]))
+            raise OperationalError("server closed the connection unexpectedly")
+        return fetch(using, query, params)
+
+    monkeypatch.setattr(sql, "fetch", fail_the_first_hand_over)
+    taken_elsewhere: list[str] = []
+
+    def another_worker_looks_for_a_slot() -> None:
+        try:
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and not taken_elsewhere:
+                got = leases.claim(None, worker="w2", num_workers=1, lease_seconds=60)
+                if got is not None:
+                    taken_elsewhere.append(got.uuid)
+                time.sleep(0.05)
+        finally:
+            connection.close()
+
+    class Processor:
+        def process(self, request: bytes) -> bytes:
+            if b"before" in request:
+                time.sleep(0.05)  # long enough to run the next one ahead
+            if b"ahead" in request:
+                thread = threading.Thread(target=another_worker_looks_for_a_slot)
+                thread.start()
+                thread.join()
+            return request
+
+    try:
+        ran = runner.run(
+            held,
+            Processor(),
+            worker="w1",
+            lease_seconds=60,
+            should_stop=lambda: False,
+            num_workers=1,
+            reserve_seconds=3.0,
+        )
+    finally:
+        db_thread.submit(connections.close_all).result()
+
+    assert failed == [before]
+    assert not taken_elsewhere, "a slot was free while the reserved task ran ahead"
+    assert ran == [before, ahead, waiting]
+    for uuid in (before, ahead, waiting):
+        row = TaskRecord.objects.get(uuid=uuid)
+        assert (row.status, row.attempts) == (Status.DONE, 1), (uuid, row.status)
