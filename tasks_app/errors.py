@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+MAX_SHOWN_CHARS = 80
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message, cut short: input is named, not sent back."""
+    text = repr(value)
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[:MAX_SHOWN_CHARS]}... ({len(text)} characters)"
+
 
 class SchedulerError(Exception):
     """Base of every error the scheduler raises on purpose."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db.models import Q
 
-from .errors import BadRequest
+from .errors import BadRequest, shown
 from .interfaces import UUID, FindOperator, TaskStatus
 
 
@@ -22,7 +22,7 @@ def parse_uuid(value: str) -> UUID:
     try:
         return UUID(str(uuid_module.UUID(value.strip())))
     except (ValueError, AttributeError, TypeError):
-        raise BadRequest(f"{value!r} is not a UUID") from None
+        raise BadRequest(f"{shown(value)} is not a UUID") from None
 
 
 def _parse_status(value: str) -> str:
@@ -30,14 +30,14 @@ def _parse_status(value: str) -> str:
         return TaskStatus(value).value
     except ValueError:
         allowed = ", ".join(s.value for s in TaskStatus)
-        raise BadRequest(f"status {value!r} is not one of {allowed}") from None
+        raise BadRequest(f"status {shown(value)} is not one of {allowed}") from None
 
 
 def _parse_int(value: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise BadRequest(f"{value!r} is not an integer") from None
+        raise BadRequest(f"{shown(value)} is not an integer") from None
 
 
 def parse_datetime(value: str) -> dt.datetime:
@@ -45,14 +45,16 @@ def parse_datetime(value: str) -> dt.datetime:
     try:
         parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"{value!r} is not an ISO 8601 time") from None
+        raise BadRequest(f"{shown(value)} is not an ISO 8601 time") from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=dt.UTC)
     # In UTC: PostgreSQL takes offsets up to 15:59 only, Python's go to 23:59.
     try:
         return parsed.astimezone(dt.UTC)
     except OverflowError:
-        raise BadRequest(f"{value!r} is outside the years 1 to 9999 in UTC") from None
+        raise BadRequest(
+            f"{shown(value)} is outside the years 1 to 9999 in UTC"
+        ) from None
 
 
 def _parse_text(value: str) -> str:
@@ -94,17 +96,17 @@ def operator_to_q(operator: FindOperator) -> Q:
     """One condition as a ``Q``; a ``BadRequest`` (a ``ValueError``) names what is wrong."""
     if operator.key not in _FIELDS:
         raise BadRequest(
-            f"unknown find key {operator.key!r}; known keys: {', '.join(FIND_KEYS)}"
+            f"unknown find key {shown(operator.key)}; known keys: {', '.join(FIND_KEYS)}"
         )
     if operator.operator not in FIND_OPERATORS:
         raise BadRequest(
-            f"unknown find operator {operator.operator!r}; "
+            f"unknown find operator {shown(operator.operator)}; "
             f"known operators: {' '.join(FIND_OPERATORS)}"
         )
     field, parse, ordered = _FIELDS[operator.key]
     if operator.operator in ("<", "<=", ">", ">=") and not ordered:
         raise BadRequest(
-            f"operator {operator.operator!r} does not apply to {operator.key!r}"
+            f"operator {shown(operator.operator)} does not apply to {shown(operator.key)}"
         )
 
     if operator.operator == "in":

@@ -446,6 +446,7 @@ def test_find_with_each_operator_newest_first(
         "colour=red",
         "request=abc",
         "status__like=do",
+        "status__=done",
         "status__lt=done",
         "status=finished",
         "attempts=many",
@@ -463,6 +464,23 @@ def test_bad_find_is_400(
     client: Client, five_tasks: dict[str, Task], query: str
 ) -> None:
     assert_error(client.get(f"/api/tasks?{query}"), 400, "bad_request")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/tasks/" + "a" * 5000,
+        "/api/tasks?uuid=" + "b" * 5000,
+        "/api/tasks?" + "c" * 5000 + "=1",
+        "/api/tasks?status__" + "d" * 5000 + "=done",
+        "/api/tasks?created_at__gt=" + "e" * 5000,
+    ],
+)
+def test_a_long_bad_input_is_named_in_the_error_not_sent_back_whole(
+    client: Client, path: str
+) -> None:
+    message = assert_error(client.get(path), 400, "bad_request")["message"]
+    assert len(message) < 300, message
 
 
 def test_cursor_pages_through_every_task_once_newest_first(client: Client) -> None:

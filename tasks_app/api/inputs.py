@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, QueryDict
 
 from ..admission import refuse_oversized
-from ..errors import BadRequest
+from ..errors import BadRequest, shown
 from ..interfaces import FindOperator
 
 # ``field__suffix=value`` in a query string, to the operators of FindOperator.
@@ -54,11 +54,12 @@ def operators_from_query(query: QueryDict) -> list[FindOperator]:
     for name, values in query.lists():
         if name in PAGING_PARAMETERS:
             continue
-        key, _, suffix = name.partition("__")
-        if suffix not in OPERATOR_BY_SUFFIX:
+        key, separator, suffix = name.partition("__")
+        if suffix not in OPERATOR_BY_SUFFIX or (separator and not suffix):
             known = ", ".join(f"__{s}" for s in OPERATOR_BY_SUFFIX if s)
             raise BadRequest(
-                f"unknown find operator {suffix!r} in {name!r}; known: {known}"
+                f"unknown find operator {shown(suffix)} in {shown(name)}; known: "
+                f"{known}"
             )
         operators.extend(
             FindOperator(key, OPERATOR_BY_SUFFIX[suffix], value) for value in values

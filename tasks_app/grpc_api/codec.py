@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
 
-from ..errors import BadRequest
+from ..errors import BadRequest, shown
 from .schema import Codec, Field, Message, ReplyShape, Rpc
 
 
@@ -64,7 +64,7 @@ def _read(field: Field, raw: Any) -> Any:
             return field.python_type(raw)
         except ValueError:
             raise BadRequest(
-                f"{field.name} {raw!r} is not valid; {field.comment}"
+                f"{field.name} {shown(raw)} is not valid; {field.comment}"
             ) from None
     if field.codec is Codec.TIMESTAMP:
         return raw.ToDatetime(tzinfo=dt.UTC)
