@@ -21,6 +21,8 @@ from typing import Any
 
 from gunicorn import util
 
+from tasks_app.errors import CODE_BY_HTTP_STATUS
+
 # The longest `GET /api/tasks/{uuid}?wait=N` the API allows, in seconds.
 LONGEST_WAIT_SECONDS = 60
 
@@ -58,16 +60,14 @@ if Path("/dev/shm").is_dir():
 
 # What gunicorn refuses before Django sees the request (a request line over the limit,
 # a malformed header) gets the API's JSON error body instead of gunicorn's HTML page;
-# the status stays gunicorn's. Our error codes by status; any other 4xx is bad_request.
-_ERROR_CODES = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+# the status stays gunicorn's.
 _MAX_ECHO_CHARS = 200
 
 
 def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn's ``util.write_error``, answering ``{"error", "message"}`` as the API does."""
-    code = _ERROR_CODES.get(
-        status_int, "bad_request" if status_int < 500 else "internal"
-    )
+    fallback = "bad_request" if status_int < 500 else "internal"
+    code = CODE_BY_HTTP_STATUS.get(status_int, fallback)
     detail = mesg if len(mesg) <= _MAX_ECHO_CHARS else mesg[:_MAX_ECHO_CHARS] + "..."
     message = f"{reason}: {detail}" if detail else reason
     body = json.dumps({"error": code, "message": message}).encode()

@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+# The error code of an HTTP status that no SchedulerError chose: Django's and ninja's
+# own refusals, and gunicorn's (gunicorn.conf.py). Any other 4xx is ``bad_request``.
+CODE_BY_HTTP_STATUS = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    429: "rate_limited",
+    503: "closed",
+}
+
 MAX_SHOWN_CHARS = 80
 
 

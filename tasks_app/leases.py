@@ -573,15 +573,21 @@ def expire(uuid: str, owner: str, using: str = "default") -> int:
     Its reservation, if any, ends too: the reconciler publishes that task at its next
     pass if a slot is free (its message is long gone), instead of after the lapse.
     """
-    rows = TaskRecord.objects.using(using)
-    ended = rows.filter(uuid=uuid, status=Status.PROCESSING, lease_owner=owner).update(
-        lease_expires_at=Now() - dt.timedelta(seconds=1)
+    ended = (
+        TaskRecord.objects.using(using)
+        .filter(uuid=uuid, status=Status.PROCESSING, lease_owner=owner)
+        .update(lease_expires_at=Now() - dt.timedelta(seconds=1))
     )
-    rows.filter(status=Status.QUEUED, lease_owner=owner).update(
-        lease_expires_at=Now() - dt.timedelta(seconds=1)
-    )
+    _lapse_reservations(owner, using)
     counters.count_recovery("released", ended)
     return ended
+
+
+def _lapse_reservations(owner: str, using: str) -> None:
+    """End ``owner``'s reservation now; the reconciler publishes its task again."""
+    TaskRecord.objects.using(using).filter(
+        status=Status.QUEUED, lease_owner=owner
+    ).update(lease_expires_at=Now() - dt.timedelta(seconds=1))
 
 
 def give_back(claim: Claim, reason: str, using: str = "default") -> bool:
@@ -638,19 +644,17 @@ def give_back_all(owner: str, reason: str, using: str = "default") -> list[str]:
     and that task would otherwise stay processing, renewed by the keeper, until its
     time limit.
     """
-    rows = TaskRecord.objects.using(using)
-    held = rows.filter(status=Status.PROCESSING, lease_owner=owner).values_list(
-        "uuid", "hash", "attempts"
+    held = (
+        TaskRecord.objects.using(using)
+        .filter(status=Status.PROCESSING, lease_owner=owner)
+        .values_list("uuid", "hash", "attempts")
     )
     given = [
         str(uuid)
         for uuid, digest, attempt in held
         if give_back(Claim(str(uuid), digest, attempt, owner, b""), reason, using)
     ]
-    # A reservation lapses at once; the reconciler publishes its task again.
-    rows.filter(status=Status.QUEUED, lease_owner=owner).update(
-        lease_expires_at=Now() - dt.timedelta(seconds=1)
-    )
+    _lapse_reservations(owner, using)
     return given
 
 

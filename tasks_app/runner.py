@@ -175,8 +175,9 @@ def run(
                 if handed is None:
                     break
                 current = handed
-                window = pool_watchdog.LeaseWindow(handed.uuid, window.since)
-                window.confirm()
+                window = pool_watchdog.LeaseWindow.confirmed_now(
+                    handed.uuid, window.since
+                )
                 continue
             current = handed
         ahead = current.reserved
@@ -200,8 +201,7 @@ def run(
         if following is None:
             break
         current = following
-        window = pool_watchdog.LeaseWindow(following.uuid, since)
-        window.confirm()
+        window = pool_watchdog.LeaseWindow.confirmed_now(following.uuid, since)
     if unsure:
         _give_back_what_the_hand_over_started(current, using)
     return ran

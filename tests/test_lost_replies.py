@@ -41,6 +41,18 @@ def lose_the_reply_of_the_first_finish(monkeypatch: pytest.MonkeyPatch) -> list[
     return lost
 
 
+def run_here(claim: leases.Claim) -> list[str]:
+    """The runner in this process, as a pool process with two slots runs it."""
+    return runner.run(
+        claim,
+        Echo(),
+        worker="test",
+        lease_seconds=60,
+        should_stop=lambda: False,
+        num_workers=2,
+    )
+
+
 def test_a_task_started_by_a_hand_over_whose_reply_was_lost_goes_back_to_the_queue(
     scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -50,14 +62,7 @@ def test_a_task_started_by_a_hand_over_whose_reply_was_lost_goes_back_to_the_que
     assert claim is not None and claim.uuid == first
     lost = lose_the_reply_of_the_first_finish(monkeypatch)
 
-    ran = runner.run(
-        claim,
-        Echo(),
-        worker="test",
-        lease_seconds=60,
-        should_stop=lambda: False,
-        num_workers=2,
-    )
+    ran = run_here(claim)
 
     assert lost == [first]
     assert ran == [first]
@@ -72,12 +77,5 @@ def test_a_task_started_by_a_hand_over_whose_reply_was_lost_goes_back_to_the_que
     # And it runs, once, when a slot takes it.
     again = leases.claim(second, worker="test", num_workers=2, lease_seconds=60)
     assert again is not None and again.uuid == second
-    assert runner.run(
-        again,
-        Echo(),
-        worker="test",
-        lease_seconds=60,
-        should_stop=lambda: False,
-        num_workers=2,
-    ) == [second]
+    assert run_here(again) == [second]
     assert TaskRecord.objects.get(uuid=second).status == Status.DONE

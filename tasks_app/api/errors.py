@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import HttpError, Throttled, ValidationError
 
-from ..errors import Refused, SchedulerError, WrongStatus
+from ..errors import CODE_BY_HTTP_STATUS, Refused, SchedulerError, WrongStatus
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +30,6 @@ STATUS_BY_CODE: dict[str, int] = {
     "queue_full": 429,
     "rate_limited": 429,
     "closed": 503,
-}
-_CODE_BY_STATUS = {
-    400: "bad_request",
-    401: "unauthenticated",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "too_large",
-    429: "rate_limited",
-    503: "closed",
 }
 
 
@@ -83,7 +72,7 @@ def response_for_exception(exc: Exception) -> JsonResponse:
             retry_after_seconds=exc.wait if exc.wait is not None else 1,
         )
     if isinstance(exc, HttpError):
-        code = _CODE_BY_STATUS.get(exc.status_code, "bad_request")
+        code = CODE_BY_HTTP_STATUS.get(exc.status_code, "bad_request")
         return error_response(code, exc.message, http_status=exc.status_code)
     log.error(
         "unexpected %s while serving an API request",
