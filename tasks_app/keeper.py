@@ -14,9 +14,9 @@ tick it:
 6. touches the heartbeat file that the worker's liveness probe reads.
 
 Each step is safe on every replica at once, so no separate periodic scheduler exists.
-One statement (``leases.survey``) tells a tick which of them have work; a quiet tick
-costs that statement and little Python, since it holds the GIL of the thread that
-hands every task to the pool.
+One statement (``leases.survey``) tells a tick which of them have work, so a quiet
+tick costs that statement and little Python: whatever Python it runs keeps the main
+thread, which hands every task to the pool, waiting for the GIL.
 If leases go unrenewed for almost a lease (the database is unreachable), a second thread
 kills the children that hold them: their tasks are about to run elsewhere, and the cap
 must hold. A main process frozen whole can do neither; each child then stops its own
@@ -57,7 +57,8 @@ def live_pids(among: set[int] | None = None) -> set[int]:
     else:
         children = []
         for pid in among - {me}:
-            with contextlib.suppress(psutil.NoSuchProcess):
+            # A pid we may not look at (a hardened /proc) is someone else's.
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                 child = psutil.Process(pid)
                 if child.ppid() == me:  # not a reused pid of someone else's
                     children.append(child)
@@ -159,7 +160,8 @@ class LeaseKeeper(threading.Thread):
         # Most ticks find nothing to recover or publish again, and skip both.
         if survey.expired or ended_here:
             leases.recover_expired(config.max_attempts)
-        if survey.stale:
+        # A lease ended here may free a slot or a reservation the survey did not see.
+        if survey.stale or ended_here:
             leases.redispatch_stale(config.num_workers, stale_seconds=stale_seconds)
 
         if (

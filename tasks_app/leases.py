@@ -224,7 +224,10 @@ def _oldest_queued(
 
 
 def _not_reserved() -> Q:
-    """Queued rows no live reservation holds (only PostgreSQL's functions make any)."""
+    """Queued rows no live reservation holds (only PostgreSQL's functions make any).
+
+    Keep in step with ``_SURVEY``, which asks the same in SQL.
+    """
     return (
         Q(lease_owner="")
         | Q(lease_expires_at__isnull=True)
@@ -547,7 +550,10 @@ class HeldLease:
 def held_by_boot(
     boot: str, time_limit_seconds: float, using: str = "default"
 ) -> list[HeldLease]:
-    """The tasks this boot's processes hold, and whether each is past its time limit."""
+    """The tasks this boot's processes hold, and whether each is past its time limit.
+
+    Its filter is also in ``_SURVEY``: keep the two in step.
+    """
     deadline = Now() - dt.timedelta(seconds=time_limit_seconds)
     rows = (
         TaskRecord.objects.using(using)
@@ -779,6 +785,8 @@ def recover_expired(
     A task whose worker died ``max_attempts`` times ends in ``error`` instead: a request
     that kills its worker must not take the workers down forever. Putting a task back is
     not an admission: it is never refused, whatever the queue holds.
+
+    Its filter is also in ``_SURVEY``: keep the two in step.
     """
     recovered: list[tuple[str, Status]] = []
     rows = TaskRecord.objects.using(using)
@@ -862,6 +870,8 @@ def redispatch_stale(
     reservation lapsed (its reserver's task ran long, or the reserver died) is
     published too, whenever its message was: nobody else would start it while slots
     sit free.
+
+    Its filter is also in ``_SURVEY``: keep the two in step.
     """
     rows = TaskRecord.objects.using(using)
     free = num_workers - rows.filter(status=Status.PROCESSING).count()

@@ -7,6 +7,9 @@ case below checks its answer against what those functions then do.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -132,11 +135,35 @@ def test_a_quiet_tick_runs_neither_recovery_nor_redispatch(
     assert TaskRecord.objects.get(status=Status.QUEUED).attempts == 1
 
 
-def test_live_pids_among_answers_for_this_process_and_its_children_only() -> None:
-    import os
-    import subprocess
-    import sys
+def test_a_tick_that_finds_a_dead_process_recovers_and_publishes_at_once(
+    scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead pool process's lease ends in the tick that finds it; its reservation,
+    which the survey saw as live, is published in that same tick."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    other, mine = reserve_behind(scheduler, "mine", "reserved")
+    assert mine.reserved is not None
+    owner = f"{leases.boot_id()}:{dead.pid}"
+    TaskRecord.objects.filter(uuid__in=[mine.uuid, mine.reserved.uuid]).update(
+        lease_owner=owner
+    )
+    TaskRecord.objects.filter(uuid=other.uuid).update(lease_owner="another-boot:1")
+    published: list[list[str]] = []
+    monkeypatch.setattr(
+        leases,
+        "publish_on_commit",
+        lambda uuids, using="default": published.append(uuids),
+    )
+    assert not survey().stale  # the reservation is live, its slot busy
 
+    keeper.LeaseKeeper(scheduler_config()).tick()
+
+    assert TaskRecord.objects.get(uuid=mine.uuid).status == Status.QUEUED
+    assert [mine.reserved.uuid] in published, published
+
+
+def test_live_pids_among_answers_for_this_process_and_its_children_only() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         me = os.getpid()
@@ -144,6 +171,8 @@ def test_live_pids_among_answers_for_this_process_and_its_children_only() -> Non
         assert keeper.live_pids(among={child.pid}) == {child.pid}
         assert keeper.live_pids(among={os.getppid()}) == set()  # not a child
         child.kill()
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # dead, not reaped
+        assert keeper.live_pids(among={child.pid}) == set()  # a zombie is not alive
         child.wait()
         assert keeper.live_pids(among={child.pid}) == set()
         assert keeper.live_pids(among=set()) == set()
