@@ -67,7 +67,7 @@ TEMPLATES = [
 # DATABASE_URL, e.g. postgres://user@127.0.0.1:5432/db; default: SQLite in DATA_DIR.
 
 
-def _database() -> dict[str, object]:
+def _database(lease_seconds: float) -> dict[str, object]:
     if "DATABASE_URL" not in env:
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         return {
@@ -86,10 +86,39 @@ def _database() -> dict[str, object]:
     if database["ENGINE"] == "django.db.backends.postgresql":
         database["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
         database["CONN_HEALTH_CHECKS"] = True
+        database["OPTIONS"] = _postgres_session_limits(
+            dict(database.get("OPTIONS", {})), lease_seconds
+        )
     return database
 
 
-DATABASES = {"default": _database()}
+def _postgres_session_limits(
+    options: dict[str, object], lease_seconds: float
+) -> dict[str, object]:
+    """Limits that keep one lost or frozen client from holding up the others.
+
+    The server ends a session that sits in an open transaction for a third of a lease
+    (a process frozen or cut off between two statements): its locks (the slot lock,
+    a task's row) would otherwise hold up every claim, and stall the renewals of the
+    workers whose finishing tasks wait on them, until their fences kill their pools.
+    TCP keepalives and a user timeout end a connection whose server stopped answering
+    (a black-holed link) in about a minute instead of the kernel's fifteen. Options of
+    the URL's own (``?options=-c ...``) come after ours, so they win.
+    """
+    idle_ms = max(1000, int(lease_seconds * 1000 / 3))
+    ours = f"-c idle_in_transaction_session_timeout={idle_ms}"
+    theirs = str(options.get("options", "")).strip()
+    return {
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 60_000,
+        **options,
+        "options": f"{ours} {theirs}".strip(),
+    }
+
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -153,6 +182,9 @@ SCHEDULER_COMMAND_ENV_ALLOW: list[str] = env.list(
 SCHEDULER_COMMAND_CPU_SECONDS = env.int("SCHEDULER_COMMAND_CPU_SECONDS", default=0)
 # SCHEDULER_COMMAND_MEMORY_BYTES: address space (RLIMIT_AS); 0 for no limit.
 SCHEDULER_COMMAND_MEMORY_BYTES = env.int("SCHEDULER_COMMAND_MEMORY_BYTES", default=0)
+
+# The database's session limits follow the lease (see _postgres_session_limits).
+DATABASES = {"default": _database(SCHEDULER_LEASE_SECONDS)}
 
 # Django must not refuse a body that the scheduler would accept: the API checks the size
 # itself and answers 413, so Django's own limit sits just above ours.
