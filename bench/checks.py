@@ -167,7 +167,24 @@ def _profile(figures: dict[str, Any], sizes: Sizes) -> list[str]:
     return found
 
 
+def _interleaved(figures: dict[str, Any], sizes: Sizes) -> list[str]:
+    """Every system's rounds, each of all its paced tasks, none failed."""
+    from bench.run_system import SYSTEMS
+
+    per_round = int(workloads.ROUND_TRIP_RATE * sizes.interleaved_round_seconds)
+    found: list[str] = []
+    for name in SYSTEMS:
+        found += _tasks(
+            f"interleaved {name}",
+            figures.get(name),
+            "samples",
+            per_round * sizes.interleaved_rounds,
+        )
+    return found
+
+
 SCENARIO_CHECKS: dict[str, Callable[[dict[str, Any], Sizes], list[str]]] = {
+    "interleaved_round_trip": _interleaved,
     "ours_recovery": _recovery,
     "ours_memory": _memory,
     "ours_big_request": _big_request,

@@ -42,6 +42,7 @@ STANDARD = [
     "dramatiq",
 ]
 SCENARIOS = [
+    "interleaved_round_trip",
     "ours_recovery",
     "ours_memory",
     "ours_big_request",

@@ -101,7 +101,10 @@ def run_standard(name: str, sizes: Sizes) -> dict[str, Any]:
 
 def run_scenario(name: str, sizes: Sizes) -> dict[str, Any]:
     """Our platform's own scenarios (recovery, memory, ...), each on fresh services."""
-    from bench import ours_scenarios
+    from bench import interleaved, ours_scenarios
+
+    if name == interleaved.NAME:
+        return interleaved.measure(list(SYSTEMS), sizes)
 
     scenario = ours_scenarios.SCENARIOS[name]
     with services(name) as env:

@@ -21,6 +21,9 @@ class Sizes:
     util_50ms_tasks: int
     util_1s_tasks: int
     round_trip_seconds: float  # paced at workloads.ROUND_TRIP_RATE, through HTTP too
+    # The round trip of every system again, in turns (bench.interleaved).
+    interleaved_rounds: int
+    interleaved_round_seconds: float
     burst_tasks: int
     burst_one_client_tasks: int
     http_warm_up_tasks: int
@@ -37,6 +40,8 @@ class Sizes:
 
 FULL = Sizes(
     mode="full",
+    interleaved_rounds=10,
+    interleaved_round_seconds=2,
     warm_up_tasks=40,
     util_50ms_tasks=400,
     util_1s_tasks=100,
@@ -56,6 +61,8 @@ FULL = Sizes(
 
 QUICK = Sizes(
     mode="quick",
+    interleaved_rounds=4,
+    interleaved_round_seconds=1,
     warm_up_tasks=40,
     util_50ms_tasks=100,
     util_1s_tasks=12,
@@ -77,6 +84,8 @@ QUICK = Sizes(
 # that recovery waits seconds, not the deployment's 15.
 SMOKE = Sizes(
     mode="smoke",
+    interleaved_rounds=1,
+    interleaved_round_seconds=0.5,
     warm_up_tasks=10,
     util_50ms_tasks=20,
     util_1s_tasks=8,

@@ -16,6 +16,7 @@ import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
 from bench.sizes import Sizes
@@ -134,10 +135,20 @@ def latency_summary(latencies_seconds: list[float]) -> dict[str, float]:
     }
 
 
-def round_trip(
+@dataclass
+class PacedRun:
+    """The raw times of one paced run: each latency from its submit call to done."""
+
+    latencies: list[float]
+    submit_calls: list[float]
+    late_submits: int
+    failed: int
+
+
+def paced(
     system: System, rate_per_second: float, seconds: float, submit=None
-) -> dict[str, float]:
-    """Paced no-op submissions; each latency is from the submit call to completion.
+) -> PacedRun:
+    """Paced no-op submissions, one every ``1 / rate_per_second`` seconds.
 
     ``submit`` replaces ``system.submit`` (our HTTP path submits differently).
     """
@@ -160,12 +171,25 @@ def round_trip(
         submit_calls.append(time.time() - at)
         started[handle] = at
     done = wait_finished(system, list(started), timeout=120)
-    summary = latency_summary([done[h] - started[h] for h in started])
-    summary["failed"] = system.count_failed(list(started))
+    return PacedRun(
+        [done[h] - started[h] for h in started],
+        submit_calls,
+        late,
+        system.count_failed(list(started)),
+    )
+
+
+def round_trip(
+    system: System, rate_per_second: float, seconds: float, submit=None
+) -> dict[str, float]:
+    """Paced no-op submissions; each latency is from the submit call to completion."""
+    run = paced(system, rate_per_second, seconds, submit)
+    summary = latency_summary(run.latencies)
+    summary["failed"] = run.failed
     summary["rate_per_second"] = rate_per_second
-    summary["late_submits"] = late
+    summary["late_submits"] = run.late_submits
     # How much of the round trip the submit call itself is (the client's share).
-    calls = latency_summary(submit_calls)
+    calls = latency_summary(run.submit_calls)
     summary["submit_call_p50_ms"] = calls["p50_ms"]
     summary["submit_call_p99_ms"] = calls["p99_ms"]
     return summary
