@@ -670,12 +670,16 @@ def _lapse_reservations(owner: str, using: str) -> None:
     ).update(lease_expires_at=Now() - dt.timedelta(seconds=1))
 
 
-def give_back(claim: Claim, reason: str, using: str = "default") -> bool:
+def give_back(
+    claim: Claim, reason: str, using: str = "default", *, never_called: bool = False
+) -> bool:
     """Put a task this process holds back in the queue now, guarded by its lease.
 
     A task given back spends its attempt, like one whose worker died; one that has
     spent SCHEDULER_MAX_ATTEMPTS ends in ``error`` by the keeper's recovery instead, so
     this only queues it when attempts remain, and else lets its lease lapse at once.
+    ``never_called``: no processor call was made for this attempt (a start this process
+    never learnt of), so the attempt is not counted.
     """
     rows = TaskRecord.objects.using(using).filter(
         uuid=claim.uuid,
@@ -683,8 +687,9 @@ def give_back(claim: Claim, reason: str, using: str = "default") -> bool:
         attempts=claim.attempt,
         lease_owner=claim.owner,
     )
+    spent = claim.attempt - 1 if never_called else claim.attempt
     with transaction.atomic(using=using):
-        if claim.attempt >= scheduler_config().max_attempts:
+        if spent >= scheduler_config().max_attempts:
             # recover_expired writes the error text; it runs on the next keeper tick,
             # and no renewal can revive this lease, as the owner no longer matches.
             # The task stays processing until then, so its slot is not free yet:
@@ -693,6 +698,7 @@ def give_back(claim: Claim, reason: str, using: str = "default") -> bool:
         else:
             given = rows.update(
                 status=Status.QUEUED,
+                attempts=spent,
                 lease_owner="",
                 lease_expires_at=None,
                 dispatched_at=Now(),
@@ -722,7 +728,7 @@ def give_back_all(owner: str, reason: str, using: str = "default") -> list[str]:
     For a process that knows it runs nothing, yet may hold a task: a hand-over whose
     commit happened but whose reply was lost started the next task under this owner,
     and that task would otherwise stay processing, renewed by the keeper, until its
-    time limit.
+    time limit. Its processor was never called, so its attempt is not counted.
     """
     held = (
         TaskRecord.objects.using(using)
@@ -732,7 +738,12 @@ def give_back_all(owner: str, reason: str, using: str = "default") -> list[str]:
     given = [
         str(uuid)
         for uuid, digest, attempt in held
-        if give_back(Claim(str(uuid), digest, attempt, owner, b""), reason, using)
+        if give_back(
+            Claim(str(uuid), digest, attempt, owner, b""),
+            reason,
+            using,
+            never_called=True,
+        )
     ]
     _lapse_reservations(owner, using)
     return given

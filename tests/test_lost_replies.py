@@ -73,9 +73,32 @@ def test_a_task_started_by_a_hand_over_whose_reply_was_lost_goes_back_to_the_que
     orphan = TaskRecord.objects.get(uuid=second)
     assert (orphan.status, orphan.lease_owner) == (Status.QUEUED, "")
     assert orphan.result is None
+    # Nothing called its processor: the attempt the lost start counted is not spent.
+    assert orphan.attempts == 0
 
     # And it runs, once, when a slot takes it.
     again = leases.claim(second, worker="test", num_workers=2, lease_seconds=60)
     assert again is not None and again.uuid == second
+    assert again.attempt == 1
     assert run_here(again) == [second]
     assert TaskRecord.objects.get(uuid=second).status == Status.DONE
+
+
+def test_a_lost_start_on_the_last_attempt_leaves_the_task_an_attempt(
+    scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers died under it already: the start whose reply was lost is the third
+    of three attempts, but it never called the processor, so the task is queued
+    again rather than ended in error."""
+    first = str(scheduler.add_task(task_request(id="first")))
+    last = str(scheduler.add_task(task_request(id="on its last attempt")))
+    max_attempts = leases.scheduler_config().max_attempts
+    TaskRecord.objects.filter(uuid=last).update(attempts=max_attempts - 1)
+    claim = leases.claim(first, worker="test", num_workers=2, lease_seconds=60)
+    assert claim is not None and claim.uuid == first
+    lose_the_reply_of_the_first_finish(monkeypatch)
+
+    assert run_here(claim) == [first]
+
+    orphan = TaskRecord.objects.get(uuid=last)
+    assert (orphan.status, orphan.attempts) == (Status.QUEUED, max_attempts - 1)
