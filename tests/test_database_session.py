@@ -112,20 +112,21 @@ def test_a_frozen_holder_of_the_slot_lock_is_ended_and_claims_go_on(
         holder.wait()
 
 
-def _idle_in_transaction() -> bool:
-    """Whether any other session of the test database sits in an open transaction."""
+def _another_session(condition: str) -> bool:
+    """Whether a session of the test database other than this one meets ``condition``."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND state = 'idle in transaction' AND pid <> pg_backend_pid()"
+            f"AND pid <> pg_backend_pid() AND {condition}"
         )
         return bool(cursor.fetchone()[0])
+
+
+def _idle_in_transaction() -> bool:
+    return _another_session("state = 'idle in transaction'")
 
 
 def _a_claim_waits_for_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE '%%scheduler_claim(%%'"
-        )
-        return bool(cursor.fetchone()[0])
+    return _another_session(
+        "wait_event_type = 'Lock' AND query LIKE '%%scheduler_claim(%%'"
+    )
