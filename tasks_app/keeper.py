@@ -11,7 +11,9 @@ tick it:
 4. puts back tasks whose lease expired anywhere in the cluster (``recover_expired``),
    and publishes again queued tasks whose message seems lost (``redispatch_stale``);
 5. deletes finished tasks past SCHEDULER_RETENTION_DAYS, now and then;
-6. touches the heartbeat file that the worker's liveness probe reads.
+6. logs an error, at most once a minute, while more tasks are processing in the
+   cluster than this worker's SCHEDULER_NUM_WORKERS allows;
+7. touches the heartbeat file that the worker's liveness probe reads.
 
 Each step is safe on every replica at once, so no separate periodic scheduler exists.
 One statement (``leases.survey``) tells a tick which of them have work, so a quiet
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL_SECONDS = 600.0
 FENCE_POLL_SECONDS = 0.25
+OVER_CAP_LOG_INTERVAL_SECONDS = 60.0
 
 
 def live_pids(among: set[int] | None = None) -> set[int]:
@@ -89,6 +92,7 @@ class LeaseKeeper(threading.Thread):
         self._last_good_tick = time.monotonic()
         self._blind_fenced = False
         self._last_retention = 0.0
+        self._last_over_cap_log = -OVER_CAP_LOG_INTERVAL_SECONDS
         self._owners: set[str] = set()
         self._fence_lock = threading.Lock()
         self._watcher = threading.Thread(
@@ -164,6 +168,9 @@ class LeaseKeeper(threading.Thread):
         if survey.stale or ended_here:
             leases.redispatch_stale(config.num_workers, stale_seconds=stale_seconds)
 
+        if survey.processing > config.num_workers:
+            self._log_over_cap(survey.processing, now)
+
         if (
             config.retention_days
             and now - self._last_retention > RETENTION_INTERVAL_SECONDS
@@ -173,6 +180,23 @@ class LeaseKeeper(threading.Thread):
 
         if self.heartbeat is not None:
             self.heartbeat.touch()
+
+    def _log_over_cap(self, processing: int, now: float) -> None:
+        # Each claim counts against the cap of the process that makes it, so processes
+        # that disagree on it let the largest win. Only one with a smaller cap than
+        # another's can see that happen; it cannot stop calls running elsewhere.
+        if now - self._last_over_cap_log < OVER_CAP_LOG_INTERVAL_SECONDS:
+            return
+        self._last_over_cap_log = now
+        log.error(
+            "%d tasks are processing in the cluster, over this worker's "
+            "SCHEDULER_NUM_WORKERS=%d: another worker runs with a larger value, or the "
+            "cap was just lowered and these are finishing. Give every worker and web "
+            "replica the same SCHEDULER_NUM_WORKERS",
+            processing,
+            self.config.num_workers,
+            extra={"event": "over_cap"},
+        )
 
     def _stop_over_time(self, lease: leases.HeldLease) -> None:
         limit = self.config.task_time_limit_seconds

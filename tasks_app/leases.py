@@ -583,6 +583,9 @@ class KeeperSurvey:
     # A slot is free while a queued task may have lost its message, or holds a lapsed
     # reservation: ``redispatch_stale`` may have work.
     stale: bool
+    # Tasks processing in the whole cluster. More than this process's cap means a
+    # process with a larger SCHEDULER_NUM_WORKERS claimed some, or the cap was lowered.
+    processing: int = 0
 
 
 _PROCESSING = Status.PROCESSING.value
@@ -591,6 +594,9 @@ _QUEUED = Status.QUEUED.value
 # The last two may say yes where their functions then find nothing (a row another
 # replica has locked): they only decide whether those functions run.
 _SURVEY = f"""
+WITH processing AS (
+    SELECT count(*) AS n FROM scheduler_task WHERE status = '{_PROCESSING}'
+)
 SELECT
     (SELECT coalesce(json_agg(json_build_array(
                 uuid::text, lease_owner, attempts,
@@ -600,8 +606,7 @@ SELECT
       WHERE status = '{_PROCESSING}' AND starts_with(lease_owner, %s::text)),
     EXISTS (SELECT 1 FROM scheduler_task
              WHERE status = '{_PROCESSING}' AND lease_expires_at < statement_timestamp()),
-    CASE WHEN (SELECT count(*) FROM scheduler_task WHERE status = '{_PROCESSING}')
-              < %s::integer
+    CASE WHEN (SELECT n FROM processing) < %s::integer
          THEN EXISTS (
              SELECT 1 FROM scheduler_task
               WHERE status = '{_QUEUED}'
@@ -611,7 +616,8 @@ SELECT
                                      - make_interval(secs => %s::float8)
                      OR lease_owner <> ''))
          ELSE false
-    END
+    END,
+    (SELECT n FROM processing)
 """
 
 
@@ -622,7 +628,8 @@ def survey(
     stale_seconds: float,
     using: str = "default",
 ) -> KeeperSurvey:
-    """This boot's leases, and whether recovery or redispatch has anything to do.
+    """This boot's leases, whether recovery or redispatch has anything to do, and how
+    many tasks the cluster is processing.
 
     Every worker's keeper asks this every tick. Built by the ORM, the three questions
     and the scan of /proc beside them cost 3.5 to 6 ms of Python a tick, holding the
@@ -631,8 +638,15 @@ def survey(
     costs a tenth of that. Other databases take the ORM path and always look.
     """
     if not sql.is_postgresql(using):
-        return KeeperSurvey(held_by_boot(boot, time_limit_seconds, using), True, True)
-    ((held, expired, stale),) = sql.fetch(
+        return KeeperSurvey(
+            held_by_boot(boot, time_limit_seconds, using),
+            expired=True,
+            stale=True,
+            processing=TaskRecord.objects.using(using)
+            .filter(status=Status.PROCESSING)
+            .count(),
+        )
+    ((held, expired, stale, processing),) = sql.fetch(
         using,
         _SURVEY,
         (float(time_limit_seconds), f"{boot}:", int(num_workers), float(stale_seconds)),
@@ -644,6 +658,7 @@ def survey(
         ],
         bool(expired),
         bool(stale),
+        int(processing),
     )
 
 

@@ -7,9 +7,11 @@ case below checks its answer against what those functions then do.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -161,6 +163,41 @@ def test_a_tick_that_finds_a_dead_process_recovers_and_publishes_at_once(
 
     assert TaskRecord.objects.get(uuid=mine.uuid).status == Status.QUEUED
     assert [mine.reserved.uuid] in published, published
+
+
+def test_it_counts_the_clusters_processing_tasks_whoever_holds_them(
+    scheduler: Scheduler,
+) -> None:
+    hold_slot(scheduler, "here")
+    elsewhere = hold_slot(scheduler, "elsewhere").uuid
+    TaskRecord.objects.filter(uuid=elsewhere).update(lease_owner="another-boot:1")
+    scheduler.add_task(task_request(id="queued"))
+
+    assert survey().processing == 2
+    assert len(survey().held) == 1
+
+
+def test_a_tick_over_the_cap_logs_one_error_a_minute(scheduler: Scheduler) -> None:
+    """Processes that disagree on SCHEDULER_NUM_WORKERS let the largest cap win: one
+    with a smaller cap is the one that can tell."""
+    for name in ("first", "second"):
+        hold_slot(scheduler, name)
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append  # type: ignore[method-assign]
+    logging.getLogger(keeper.__name__).addHandler(handler)
+    try:
+        narrow = keeper.LeaseKeeper(replace(scheduler_config(), num_workers=1))
+        narrow.tick()
+        narrow.tick()
+        keeper.LeaseKeeper(replace(scheduler_config(), num_workers=2)).tick()
+    finally:
+        logging.getLogger(keeper.__name__).removeHandler(handler)
+
+    [error] = errors
+    assert getattr(error, "event", None) == "over_cap"
+    assert "2 tasks are processing" in error.getMessage()
+    assert "SCHEDULER_NUM_WORKERS=1" in error.getMessage()
 
 
 def test_live_pids_among_answers_for_this_process_and_its_children_only() -> None:
