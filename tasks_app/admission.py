@@ -79,11 +79,17 @@ def check_request_size(size: int, max_request_bytes: int) -> None:
     refuse_oversized(size, max_request_bytes)
 
 
-def refuse_oversized(size: int, max_request_bytes: int) -> None:
-    """The one place a request is refused for its size, also from its declared size."""
+def refuse_oversized(
+    size: int, max_request_bytes: int, *, at_least: bool = False
+) -> None:
+    """The one place a request is refused for its size, also from its declared size.
+
+    ``at_least`` says that ``size`` is only what arrived before the refusal, as for a
+    chunked body, whose size nobody declares.
+    """
     if size > max_request_bytes:
         counters.count_refusal(RequestTooLarge.code)
-        raise RequestTooLarge(size, max_request_bytes)
+        raise RequestTooLarge(size, max_request_bytes, at_least=at_least)
 
 
 def lock_switch(using: str) -> SchedulerSwitch:

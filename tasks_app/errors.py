@@ -48,10 +48,11 @@ class RequestTooLarge(SchedulerError):
 
     code = "too_large"
 
-    def __init__(self, size: int, limit: int) -> None:
+    def __init__(self, size: int, limit: int, *, at_least: bool = False) -> None:
+        # ``at_least``: a body refused while it streams in is known only to pass ``size``.
         super().__init__(
-            f"request of {size} bytes is over the limit of {limit} bytes "
-            "(SCHEDULER_MAX_REQUEST_BYTES)"
+            f"request of {'at least ' if at_least else ''}{size} bytes is over the "
+            f"limit of {limit} bytes (SCHEDULER_MAX_REQUEST_BYTES)"
         )
         self.size = size
         self.limit = limit

@@ -564,13 +564,13 @@ def test_unrouted_path_is_a_json_404(client: Client, path: str) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("delete", "/api/tasks", "GET, POST"),
-        ("put", f"/api/tasks/{NO_SUCH_TASK}", "GET"),
-        ("post", f"/api/tasks/{NO_SUCH_TASK}", "GET"),
+        ("delete", "/api/tasks", "GET, HEAD, POST"),
+        ("put", f"/api/tasks/{NO_SUCH_TASK}", "GET, HEAD"),
+        ("post", f"/api/tasks/{NO_SUCH_TASK}", "GET, HEAD"),
         ("get", f"/api/tasks/{NO_SUCH_TASK}/retry", "POST"),
-        ("post", f"/api/tasks/{NO_SUCH_TASK}/result", "GET"),
+        ("post", f"/api/tasks/{NO_SUCH_TASK}/result", "GET, HEAD"),
         ("get", "/api/scheduler/close", "POST"),
-        ("post", "/api/scheduler", "GET"),
+        ("post", "/api/scheduler", "GET, HEAD"),
         ("post", "/healthz", "GET, HEAD"),
         ("delete", "/readyz", "GET, HEAD"),
     ],
@@ -629,6 +629,18 @@ def test_openapi_schema_lists_every_route(client: Client) -> None:
     submit = paths["/api/tasks"]["post"]
     assert "application/octet-stream" in submit["requestBody"]["content"]
     assert {"201", "200", "413", "429", "503"} <= set(submit["responses"])
+
+
+def test_head_is_answered_but_not_listed_as_an_operation_of_its_own(
+    client: Client,
+) -> None:
+    schema = client.get("/api/openapi.json").json()
+    assert all("head" not in operations for operations in schema["paths"].values())
+    assert "HEAD" in schema["info"]["description"]
+    for path in ("/api/tasks", f"/api/tasks/{NO_SUCH_TASK}", "/api/scheduler"):
+        head, get = client.head(path), client.get(path)
+        assert head.status_code == get.status_code
+        assert head["Content-Length"] == str(len(get.content))
 
 
 # --- health -----------------------------------------------------------------------------

@@ -32,6 +32,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so that it drops the body of every answer to a HEAD, redirects and
+    # JSON errors included, after CommonMiddleware has given it its Content-Length.
+    "tasks_app.api.head.HeadWithoutBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -20,6 +20,7 @@ from ..interfaces import UUID, Task, TaskStatus
 from ..scheduler import Scheduler, get_scheduler
 from . import errors
 from .auth import Scope, requires
+from .head import get_and_head
 from .inputs import operators_from_query, read_request_body
 from .schemas import AdmissionOut, ErrorOut, StateOut, TaskOut, TaskPageOut
 
@@ -35,7 +36,9 @@ api = NinjaAPI(
     version="1",
     description=(
         "Submit requests, follow their tasks, fetch results, and close or reopen the "
-        'scheduler. Every error is JSON: {"error": CODE, "message": TEXT}.'
+        'scheduler. Every error is JSON: {"error": CODE, "message": TEXT}. Every '
+        "GET also answers HEAD: the same status and headers, with the same auth, "
+        "and no body."
     ),
     urls_namespace="api",
 )
@@ -94,7 +97,8 @@ def add_task(request: HttpRequest) -> Status:
     )
 
 
-@api.get(
+@get_and_head(
+    api,
     "/tasks",
     response={200: TaskPageOut, **_ERRORS},
     auth=requires(Scope.READ),
@@ -115,7 +119,8 @@ def find_tasks(
     return TaskPageOut.from_page(page)
 
 
-@api.get(
+@get_and_head(
+    api,
     "/tasks/{uuid}",
     response={200: TaskOut, **_ERRORS},
     auth=requires(Scope.READ),
@@ -150,7 +155,8 @@ def _wait_until_finished(scheduler: Scheduler, task: Task, seconds: float) -> Ta
     return task
 
 
-@api.get(
+@get_and_head(
+    api,
     "/tasks/{uuid}/result",
     response={200: None, **_ERRORS},
     auth=requires(Scope.READ),
@@ -182,7 +188,8 @@ def retry_task(request: HttpRequest, uuid: str) -> TaskOut:
 # --- the scheduler --------------------------------------------------------------------
 
 
-@api.get(
+@get_and_head(
+    api,
     "/scheduler",
     response={200: StateOut, **_ERRORS},
     auth=requires(Scope.READ),
