@@ -42,8 +42,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Counts the API's admissions, duplicates and refusals from its answers.
-    # Innermost, so that CommonMiddleware still sees a 404 and can append a slash.
+    # Django's own 404 and 405 answers in the API's JSON error shape. Innermost, so
+    # that CommonMiddleware still sees a 404 and can append a slash.
     "tasks_app.api.middleware.JsonErrorMiddleware",
 ]
 
