@@ -89,6 +89,11 @@ class Overview:
     def slots_free(self) -> int:
         return max(self.state.num_workers - self.state.processing, 0)
 
+    @property
+    def over_cap(self) -> bool:
+        """More tasks processing than this replica's cap: processes disagree on it."""
+        return self.state.processing > self.state.num_workers
+
 
 def oldest_queued_at(using: str = "default") -> dt.datetime | None:
     """When the task waiting longest was created: the first entry of the status index."""

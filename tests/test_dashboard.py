@@ -112,6 +112,21 @@ def test_page_shows_state_counts_slots_and_their_workers(admin_client: Client) -
     assert "11." in lease_left or "12.0" in lease_left
 
 
+def test_page_says_when_more_tasks_process_than_its_cap(admin_client: Client) -> None:
+    running = [make_task(TaskStatus.PROCESSING) for _ in range(2)]
+    for task in running:
+        hold_lease(task, 12)
+    assert 'id="over-cap"' not in html(
+        admin_client.get(PAGE)
+    )  # 2 of SCHEDULER_NUM_WORKERS=2
+
+    hold_lease(make_task(TaskStatus.PROCESSING), 12)
+
+    page = html(admin_client.get(PAGE))
+    assert "3 / 2" in page
+    assert 'id="over-cap"' in page
+
+
 def test_page_counts_finished_tasks_per_window_with_the_error_rate(
     admin_client: Client,
 ) -> None:
