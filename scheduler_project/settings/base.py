@@ -7,14 +7,54 @@ same name; the default follows it. ``development`` (the package itself) and
 
 from __future__ import annotations
 
+import builtins
+import math
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 DATA_DIR = Path(environ.Env().str("SCHEDULER_DATA_DIR", default=str(BASE_DIR / "data")))
 
-env = environ.Env()
+
+def _strict_number(raw: str, var: str, kind: type[int] | type[float]) -> int | float:
+    what = "a whole number" if kind is int else "a number"
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{var}={raw!r} is not {what}") from None
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{var}={raw!r} must be finite")
+    return value
+
+
+class _Environment(environ.Env):
+    """django-environ, with numbers read strictly.
+
+    Its own float reader keeps only the characters it recognises, so ``1e4`` read as
+    14 (a time limit of 14 s instead of 10,000), ``2h`` as 2 and ``0x10`` as 10, and
+    ``nan`` failed as a bare ValueError about an empty string. A number here is what
+    Python's ``int()`` or ``float()`` reads, finite, or the process does not start.
+    """
+
+    def int(self, var: str, default: object = environ.Env.NOTSET) -> builtins.int:
+        raw = self._raw(var, default)
+        return default if raw is None else int(_strict_number(raw, var, int))  # type: ignore[return-value]
+
+    def float(self, var: str, default: object = environ.Env.NOTSET) -> builtins.float:
+        raw = self._raw(var, default)
+        return default if raw is None else float(_strict_number(raw, var, float))  # type: ignore[return-value]
+
+    def _raw(self, var: str, default: object) -> str | None:
+        """The variable's text, or ``None`` when unset and ``default`` stands in."""
+        raw = self.ENVIRON.get(var)
+        if raw is None and isinstance(default, environ.NoValue):
+            raise ImproperlyConfigured(f"set the environment variable {var}")
+        return raw
+
+
+env = _Environment()
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="development-only-not-secret")
 DEBUG = False
