@@ -53,8 +53,16 @@ def encode_cursor(task: Task) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# What encode_cursor makes is about 110 characters; anything much longer is not one.
+MAX_CURSOR_CHARS = 200
+
+
 def decode_cursor(cursor: str) -> tuple[dt.datetime, UUID]:
     try:
+        if len(cursor) > MAX_CURSOR_CHARS:
+            # Unsigned base64 JSON: a deeply nested array would take the JSON parser
+            # into a RecursionError, a 500 anyone could ask for.
+            raise ValueError("too long")
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, uuid = json.loads(base64.urlsafe_b64decode(padded.encode()))
         if not isinstance(created_at, str) or not isinstance(uuid, str):

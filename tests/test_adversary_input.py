@@ -76,6 +76,17 @@ def test_cursor_whose_time_is_not_a_string_is_bad_input(
     assert find_code(stub, cursor=cursor) == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize("depth", [100, 3000])
+def test_a_cursor_nested_deep_is_bad_input_not_a_crash(
+    client: Client, stub: pb_grpc.SchedulerStub, depth: int
+) -> None:
+    """Unsigned base64 JSON: nested deep enough, the parser ran out of stack (500)."""
+    nested = ("[" * depth + "]" * depth).encode()
+    cursor = base64.urlsafe_b64encode(nested).decode().rstrip("=")
+    assert_bad_request(client.get(f"/api/tasks?cursor={cursor}"))
+    assert find_code(stub, cursor=cursor) == grpc.StatusCode.INVALID_ARGUMENT
+
+
 @pytest.fixture
 def web(cluster: Cluster) -> Iterator[WebServer]:
     server = WebServer(cluster.env, cluster.workdir).start()
