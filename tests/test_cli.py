@@ -165,6 +165,8 @@ def test_submit_without_a_worker_and_wait_0_exits_1_unfinished(
         ["{empty}"],
         ["{a}", "--wait", "-1"],
         ["{a}", "--wait", "soon"],
+        ["{a}", "--wait", "nan"],
+        ["/dev/null"],
         ["{a}", "--out", "{a}/x.bin"],
         ["{a}", "{b}", "--out", "{out}"],
     ],
@@ -209,6 +211,24 @@ def test_status_close_and_open_report_the_state(cluster: Cluster) -> None:
     assert opened.returncode == 0
     assert "state: accepting" in opened.stdout
     assert "closed: False" in manage(cluster, "status").stdout
+
+
+@pytest.mark.parametrize("wait", ["nan", "-1", "soon"])
+def test_close_with_a_bad_wait_exits_2_and_leaves_the_scheduler_open(
+    cluster: Cluster, scheduler: Scheduler, wait: str
+) -> None:
+    run = manage(cluster, "close", "--wait", wait)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "--wait" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert scheduler.state().closed is False
+
+
+def test_submit_names_a_path_that_is_no_file_for_what_it_is(
+    cluster: Cluster,
+) -> None:
+    run = manage(cluster, "submit", "/dev/null")
+    assert run.returncode == 2
+    assert "/dev/null: not a regular file or a folder" in run.stderr, run.stderr
 
 
 def test_close_wait_exits_1_when_tasks_are_left(

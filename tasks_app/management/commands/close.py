@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from ...scheduler import get_scheduler
+from ..arguments import seconds
 from .status import format_state
 
 
@@ -21,7 +22,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
             "--wait",
-            type=float,
+            type=seconds,
             metavar="SECONDS",
             help="wait up to this long until nothing is queued or processing; "
             "exit 1 if something still is",
@@ -29,8 +30,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         wait: float | None = options["wait"]
-        if wait is not None and wait < 0:
-            raise CommandError("--wait must be 0 or more seconds", returncode=2)
         scheduler = get_scheduler()
         state = scheduler.close()
         if wait is not None and not scheduler.wait_drained(wait):

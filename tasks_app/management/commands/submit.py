@@ -25,6 +25,7 @@ from ...errors import BadRequest, QueueFull, RequestTooLarge, SchedulerClosed
 from ...find import MAX_IN_VALUES
 from ...interfaces import UUID, FindOperator, Task, TaskStatus
 from ...scheduler import Scheduler, get_scheduler
+from ..arguments import seconds
 
 EXIT_SOME_FAILED = 1
 EXIT_REFUSED = 2
@@ -82,6 +83,11 @@ def collect_inputs(paths: Iterable[Path], *, unique_names: bool) -> list[Input]:
         elif path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file())
             found = [Input(p, p.relative_to(path)) for p in files]
+        elif path.exists():
+            raise CommandError(
+                f"{path}: not a regular file or a folder (a device, a pipe, a socket)",
+                returncode=2,
+            )
         else:
             raise CommandError(f"{path}: no such file or folder", returncode=2)
         for item in found:
@@ -130,7 +136,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--wait",
-            type=float,
+            type=seconds,
             metavar="SECONDS",
             help="give up waiting after this long (default: until all finish; "
             "0: submit only)",
@@ -140,8 +146,6 @@ class Command(BaseCommand):
         out: Path | None = options["out"]
         wait: float | None = options["wait"]
         self.verbosity = int(options["verbosity"])
-        if wait is not None and wait < 0:
-            raise CommandError("--wait must be 0 or more seconds", returncode=2)
         if out is not None and out.exists() and not out.is_dir():
             raise CommandError(f"--out {out} is not a folder", returncode=2)
         inputs = collect_inputs(options["paths"], unique_names=out is not None)
