@@ -8,6 +8,7 @@ timed out, and SIGTERM left the process alive. Each test here failed on that cod
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ import grpc
 import pytest
 
 from tasks_app.grpc_api.generated import scheduler_pb2 as pb
-from tasks_app.grpc_api.server import DEFAULT_THREADS
+from tasks_app.grpc_api.server import DEFAULT_THREADS, GrpcServer
+from tasks_app.scheduler import Scheduler
 from tests.harness import RedisServer, wait_until
 from tests.test_grpc import SERVICE, SERVING, GrpcServerProcess, error_code
 
@@ -141,3 +143,29 @@ def test_sigterm_ends_the_process_within_its_grace_with_waits_pending(
     # The waits let in answer before the grace runs out: not drained, as it stands.
     assert [wait.result().drained for wait in pending] == [False] * len(pending)
     assert "grpc: stopped" in draining_server.log_tail()
+
+
+def test_wait_drained_in_python_ends_when_its_stop_event_is_set(
+    scheduler: Scheduler,
+) -> None:
+    scheduler.add_task(b"nobody runs this")
+    scheduler.close()
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+
+    assert scheduler.wait_drained(float("inf"), stop=stop) is False
+
+    assert time.monotonic() - started < 1
+
+
+def test_wait_drained_in_python_needs_no_stop_event(scheduler: Scheduler) -> None:
+    scheduler.close()
+
+    assert scheduler.wait_drained(float("inf")) is True
+    assert scheduler.wait_drained(0) is True
+
+
+def test_a_server_with_fewer_than_two_threads_is_refused(scheduler: Scheduler) -> None:
+    with pytest.raises(ValueError, match="at least 2 threads"):
+        GrpcServer(scheduler, port=0, threads=1, max_request_bytes=1024)
