@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
 
 from . import admission
@@ -139,11 +140,19 @@ class Scheduler:
             queue_size=self.queue_size,
         )
 
-    def wait_drained(self, timeout: float) -> bool:
-        """Block until closed with nothing queued or processing, or ``timeout`` seconds."""
+    def wait_drained(
+        self, timeout: float, *, stop: threading.Event | None = None
+    ) -> bool:
+        """Block until closed with nothing queued or processing, or ``timeout`` seconds.
+
+        ``timeout`` may be infinite. The wait also ends, answering False, once ``stop``
+        is set: over gRPC, when the call is cancelled, passes its deadline, or the
+        server stops.
+        """
         # NaN passes every comparison as False: it would never time out.
         if math.isnan(timeout) or timeout < 0:
             raise BadRequest(f"timeout must be 0 or more seconds, not {timeout}")
+        stop = stop or threading.Event()
         deadline = time.monotonic() + timeout
         while True:
             if self.state().state == SchedulerPhase.DRAINED:
@@ -151,7 +160,9 @@ class Scheduler:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            time.sleep(min(DRAIN_POLL_SECONDS, remaining))
+            # An Event, not a sleep, so that a stop wakes the wait at once.
+            if stop.wait(min(DRAIN_POLL_SECONDS, remaining)):
+                return False
 
 
 class _LazyProcessor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import grpc
@@ -63,6 +64,13 @@ class SchedulerWithNumericUuid(Scheduler):
 class SchedulerWithASet(Scheduler):
     def tag(self, uuid: UUID, tags: set[str]) -> None:
         return None
+
+
+class SchedulerWithAPositionalStop(Scheduler):
+    def wait_drained(  # type: ignore[override]
+        self, timeout: float, stop: threading.Event | None = None
+    ) -> bool:
+        return False
 
 
 def copy_committed_sources(tmp_path: Path) -> Path:
@@ -234,6 +242,23 @@ def test_a_field_that_changes_type_is_refused(tmp_path: Path) -> None:
 def test_a_type_without_a_mapping_names_the_method() -> None:
     with pytest.raises(UnsupportedType, match=r"Scheduler\.tag\(tags\)"):
         build_service(SchedulerWithASet)
+
+
+def test_a_stop_event_is_no_field_and_makes_the_rpc_a_wait() -> None:
+    service = build_service(Scheduler)
+
+    wait = service.rpc("WaitDrained")
+    assert wait.stop_parameter == "stop"
+    assert [field.name for field in wait.request.fields] == ["timeout"]
+    assert [p.name for p in wait.parameters] == ["timeout"]
+    assert service.rpc("State").stop_parameter is None
+
+
+def test_a_stop_event_that_callers_would_have_to_pass_is_refused() -> None:
+    with pytest.raises(
+        UnsupportedType, match=r"Event parameter \(stop\) must be keyword"
+    ):
+        build_service(SchedulerWithAPositionalStop)
 
 
 def test_enums_are_strings_listing_their_values() -> None:

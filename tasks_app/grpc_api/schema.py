@@ -15,6 +15,9 @@ How Python types map:
 - ``X | None``, and any parameter with a default, is a field with presence (``optional``):
   absent means ``None``, or the parameter's default.
 - ``list[X]`` is ``repeated``; a dataclass is a message of its fields (``FindOperator``).
+- A keyword-only ``threading.Event | None = None`` parameter is no field: it is how a
+  blocking method (``wait_drained``) learns that its call has ended, and the server
+  passes one that it sets then. Such an RPC is a *wait* (``Rpc.stop_parameter``).
 - A reply is flat, mirroring the HTTP JSON: a dataclass contributes its fields, a ``str``
   subclass (``Admission``) its value as ``uuid`` and then its annotated attributes, a plain
   value one field named after the last word of the method (``wait_drained`` -> ``drained``).
@@ -28,6 +31,7 @@ import dataclasses
 import datetime as dt
 import enum
 import inspect
+import threading
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -119,6 +123,9 @@ class Rpc:
     parameters: tuple[Parameter, ...]
     reply_shape: ReplyShape
     doc: str = ""
+    # The Event parameter that ends the call's method early; None for an RPC that
+    # does not block.
+    stop_parameter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +202,7 @@ class _Builder:
 
         fields: list[Field] = []
         parameters: list[Parameter] = []
+        stop_parameter = None
         for parameter in list(signature.parameters.values())[1:]:
             if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
                 raise UnsupportedType(f"{where}: *args and **kwargs have no fields")
@@ -202,6 +210,9 @@ class _Builder:
                 raise UnsupportedType(
                     f"{where}: parameter {parameter.name} has no hint"
                 )
+            if _is_stop(parameter, hints[parameter.name], where):
+                stop_parameter = parameter.name
+                continue
             has_default = parameter.default is not parameter.empty
             field = self.field(
                 parameter.name,
@@ -230,6 +241,7 @@ class _Builder:
             parameters=tuple(parameters),
             reply_shape=shape,
             doc=inspect.getdoc(method) or "",
+            stop_parameter=stop_parameter,
         )
 
     def reply(
@@ -333,6 +345,18 @@ def _strip_none(hint: Any, where: str) -> tuple[Any, bool]:
     if len(args) != 1:
         raise UnsupportedType(f"{where}: a union of {args} has no protobuf mapping")
     return args[0], True
+
+
+def _is_stop(parameter: inspect.Parameter, hint: Any, where: str) -> bool:
+    """Whether ``parameter`` is the Event that ends a blocking method's call."""
+    if _strip_none(hint, where)[0] is not threading.Event:
+        return False
+    if parameter.kind is not parameter.KEYWORD_ONLY or parameter.default is not None:
+        raise UnsupportedType(
+            f"{where}: an Event parameter ({parameter.name}) must be keyword-only and "
+            "default to None, so that Python callers need not pass one"
+        )
+    return True
 
 
 def _first_paragraph(doc: str) -> str:

@@ -4,8 +4,8 @@ Health is SERVING for ``""`` and ``scheduler.v1.Scheduler`` while the database a
 broker answer (the checks of HTTP's ``/readyz``, every few seconds), and until SIGTERM;
 closing the scheduler is no health change (a closed scheduler still answers every call).
 On SIGTERM health turns NOT_SERVING, new calls are refused, and calls in flight get up
-to the grace period to finish. With SCHEDULER_GRPC_TLS_CERT and SCHEDULER_GRPC_TLS_KEY
-set, the port speaks TLS only.
+to the grace period to finish; pending waits answer just before it ends. With
+SCHEDULER_GRPC_TLS_CERT and SCHEDULER_GRPC_TLS_KEY set, the port speaks TLS only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from .interceptors import server_interceptors
-from .servicer import SchedulerServicer
+from .servicer import SchedulerServicer, answer_margin
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 # the limit, instead of failing in the transport.
 MESSAGE_HEADROOM_BYTES = 1024 * 1024
 DEFAULT_THREADS = 10
+# Waits (WaitDrained) may hold at most this share of the threads; the others answer
+# everything else, health checks included, however many clients wait. The health
+# service could have threads of its own instead, but only on a second grpc.Server on
+# another port, which the probes and the contract do not know; and State, GetTask and
+# AddTask would still queue behind the waits.
+WAIT_SHARE_OF_THREADS = 0.5
 DEFAULT_GRACE_SECONDS = 20.0
 DEFAULT_HEALTH_INTERVAL_SECONDS = 5.0
 
@@ -66,7 +72,16 @@ class GrpcServer:
         self.address = f"{host}:{port}"
         self.credentials = credentials
         self.descriptor = descriptor or scheduler_descriptor()
-        self.servicer = SchedulerServicer(scheduler, self.descriptor)
+        if threads < 2:
+            raise ValueError(
+                f"the gRPC server needs at least 2 threads, not {threads}: waits may "
+                "take at most half of them"
+            )
+        self.servicer = SchedulerServicer(
+            scheduler,
+            self.descriptor,
+            max_waits=int(threads * WAIT_SHARE_OF_THREADS),
+        )
         max_message_bytes = max_request_bytes + MESSAGE_HEADROOM_BYTES
         self.server = grpc.server(
             futures.ThreadPoolExecutor(
@@ -142,7 +157,11 @@ class GrpcServer:
             self.health.set(name, status)
 
     def stop(self, grace_seconds: float) -> None:
-        """NOT_SERVING at once, then refuse new calls; those in flight may finish."""
+        """NOT_SERVING at once, then refuse new calls; those in flight may finish.
+
+        Pending waits may still see the drain during the grace, and answer as the
+        scheduler stands just before it ends.
+        """
         # After this, the health servicer ignores every set(): the probe cannot turn a
         # stopping server back to SERVING.
         self.health.enter_graceful_shutdown()
@@ -153,7 +172,21 @@ class GrpcServer:
             grace_seconds,
             extra={"event": "grpc_stopping"},
         )
-        self.server.stop(grace_seconds).wait()
+        # grpcio cancels what is left at the end of the grace, which would also end the
+        # waits (through their callbacks), but with CANCELLED instead of an answer.
+        end_waits = threading.Timer(
+            max(0.0, grace_seconds - answer_margin(grace_seconds)),
+            self.servicer.waits.end_all,
+        )
+        end_waits.daemon = True
+        end_waits.start()
+        try:
+            self.server.stop(grace_seconds).wait()
+        finally:
+            end_waits.cancel()
+            # A wait whose end grpcio did not report must not keep the process alive:
+            # the pool's threads are joined at exit.
+            self.servicer.waits.end_all()
         log.info("grpc: stopped", extra={"event": "grpc_stopped"})
 
 

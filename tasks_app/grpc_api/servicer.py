@@ -3,6 +3,7 @@
 The handlers are built from the service descriptor and the schema of the Scheduler's
 class, and the two are checked against each other first: a method added without
 regenerating the modules stops the server at start rather than failing its first call.
+A method that blocks (its schema names a stop Event) is called as a wait (``waits``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from google.protobuf.message import Message as ProtoMessage
 from .codec import fill_response, request_kwargs
 from .schema import Message, Rpc, Service, build_service
 from .status import abort, failure_of
+from .waits import Waits
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,14 @@ class GeneratedCodeOutOfDate(ImproperlyConfigured):
 class SchedulerServicer:
     """Serves ``scheduler`` through the RPCs of ``descriptor``."""
 
-    def __init__(self, scheduler: object, descriptor: ServiceDescriptor) -> None:
+    def __init__(
+        self, scheduler: object, descriptor: ServiceDescriptor, *, max_waits: int
+    ) -> None:
         self.scheduler = scheduler
         self.descriptor = descriptor
         self.service: Service = build_service(type(scheduler))
         check_descriptor(self.service, descriptor)
+        self.waits = Waits(max_waits)
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         """RPC name -> handler, for ``grpc.method_handlers_generic_handler``."""
@@ -74,7 +79,12 @@ class SchedulerServicer:
         try:
             kwargs = request_kwargs(rpc, request)
             fit_timeout_to_deadline(kwargs, context)
-            value = getattr(self.scheduler, rpc.method_name)(**kwargs)
+            method = getattr(self.scheduler, rpc.method_name)
+            if rpc.stop_parameter is None:
+                value = method(**kwargs)
+            else:
+                with self.waits.held(context) as stop:
+                    value = method(**kwargs, **{rpc.stop_parameter: stop})
             return fill_response(rpc, value, response_class())
         except Exception as exc:
             failure = failure_of(exc)
@@ -114,6 +124,15 @@ class SchedulerServicer:
                 exc,
                 extra=extra,
             )
+        elif code == "too_many_waits":
+            # Not the client's mistake: many of these say rungrpc needs more threads.
+            log.warning(
+                about + ": refused: %s",
+                rpc.name,
+                task_uuid,
+                exc,
+                extra=extra,
+            )
         else:
             log.debug(
                 about + ": refused (%s): %s",
@@ -135,10 +154,15 @@ def fit_timeout_to_deadline(kwargs: dict[str, Any], context: Any) -> None:
     remaining = context.time_remaining()
     if not isinstance(timeout, int | float) or remaining is None:
         return
-    low, high = DEADLINE_MARGIN_SECONDS
-    limit = max(0.0, remaining - min(high, max(low, remaining / 10)))
+    limit = max(0.0, remaining - answer_margin(remaining))
     if timeout > limit:  # a negative timeout stays, for the scheduler to refuse
         kwargs["timeout"] = limit
+
+
+def answer_margin(seconds: float) -> float:
+    """How long before the end of ``seconds`` a wait should end, to answer in time."""
+    low, high = DEADLINE_MARGIN_SECONDS
+    return min(high, max(low, seconds / 10))
 
 
 def check_descriptor(service: Service, descriptor: ServiceDescriptor) -> None:

@@ -26,6 +26,7 @@ STATUS_CODES: dict[str, grpc.StatusCode] = {
     "conflict": grpc.StatusCode.FAILED_PRECONDITION,
     "queue_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "too_many_waits": grpc.StatusCode.RESOURCE_EXHAUSTED,  # gRPC's own: see waits
     "closed": grpc.StatusCode.UNAVAILABLE,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,

@@ -135,6 +135,10 @@ class SchedulerServicer:
 
     def WaitDrained(self, request, context):
         """Block until closed with nothing queued or processing, or `timeout` seconds.
+
+        `timeout` may be infinite. The wait also ends, answering False, once `stop`
+        is set: over gRPC, when the call is cancelled, passes its deadline, or the
+        server stops.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

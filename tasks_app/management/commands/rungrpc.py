@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tasks_app.grpc_api.server import (
     DEFAULT_GRACE_SECONDS,
@@ -36,7 +36,8 @@ class Command(BaseCommand):
             "--threads",
             type=int,
             default=DEFAULT_THREADS,
-            help="calls served at once; each may hold a database connection "
+            help="calls served at once, at least 2; each may hold a database "
+            "connection, and WaitDrained calls may take at most half of them "
             f"(default: {DEFAULT_THREADS})",
         )
         parser.add_argument(
@@ -56,6 +57,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["threads"] < 2:
+            raise CommandError("--threads must be at least 2", returncode=2)
         # Admissions, duplicates and refusals made over gRPC are counted here.
         metrics = metrics_port.serve(settings.SCHEDULER_METRICS_PORT, "gRPC server")
         try:
