@@ -30,7 +30,9 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 
 # Threads, not only processes: a `?wait` request holds its thread for up to a minute,
 # and a sync worker would hold a whole process. Several processes still spread the
-# CPU work (hashing, JSON) over the cores.
+# CPU work (hashing, JSON) over the cores. A quarter of each worker's threads (at
+# least one) never holds a wait, so that probes and short requests find one free
+# (tasks_app/api/wait_bound.py).
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * (os.cpu_count() or 1) + 1, 8)))
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
@@ -117,7 +119,7 @@ def _mark_shutting_down() -> None:
 
 def post_worker_init(worker: Any) -> None:
     """Wrap the worker's SIGTERM handler (first fail readiness, then stop gracefully),
-    and warm the broker client.
+    bound the worker's `?wait` long polls, and warm the broker client.
 
     gunicorn has no hook for a worker's SIGTERM (``worker_int`` is SIGINT and SIGQUIT),
     and the arbiter passes SIGTERM on to every worker, so the wrap goes here, after
@@ -133,6 +135,12 @@ def post_worker_init(worker: Any) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
     # As gunicorn does: SIGTERM must not interrupt the system calls of a request.
     signal.siginterrupt(signal.SIGTERM, False)
+
+    # From the threads this worker really has: a --threads or GUNICORN_CMD_ARGS
+    # overrides the environment variable that the settings could have read.
+    from tasks_app.api import wait_bound
+
+    wait_bound.set_bound(wait_bound.max_waits_for_threads(worker.cfg.threads))
 
     # The application is loaded by now: warm the broker client, so that this worker's
     # first admission does not pay Celery's first-publish setup.

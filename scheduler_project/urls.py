@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import path
 
 from tasks_app import dashboard_views
-from tasks_app.api import health_views
+from tasks_app.api import errors, health_views
 from tasks_app.api.routes import api
 from tasks_app.metrics import views as metrics_views
 
@@ -17,3 +17,6 @@ urlpatterns = [
     path("readyz", health_views.readyz, name="readyz"),
     path("metrics", metrics_views.metrics, name="metrics"),
 ]
+
+# Django's own 400 (a SuspiciousOperation, BadRequest) in the API's JSON error shape.
+handler400 = errors.bad_request_view

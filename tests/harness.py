@@ -483,9 +483,19 @@ class TcpProxy:
 class WebServer:
     """gunicorn with the project's gunicorn.conf.py, on a free port, as one web replica."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "web") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        name: str = "web",
+        workers: int = 2,
+        threads: int | None = None,
+    ) -> None:
         self.env = env
         self.name = name
+        self.workers = workers
+        # None: gunicorn.conf.py's own (GUNICORN_THREADS, or 8).
+        self.threads = threads
         self.port = free_port()
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -497,8 +507,15 @@ class WebServer:
     def start(self) -> WebServer:
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         log = self.log_path.open("ab")
+        threads = [] if self.threads is None else ["--threads", str(self.threads)]
         self.process = subprocess.Popen(
-            [gunicorn, "scheduler_project.wsgi", "--workers", "2"],
+            [
+                gunicorn,
+                "scheduler_project.wsgi",
+                "--workers",
+                str(self.workers),
+                *threads,
+            ],
             cwd=ROOT,
             env={**self.env, "PORT": str(self.port)},
             stdout=log,

@@ -18,10 +18,16 @@ class RawAnswer:
 
 
 def request_head(
-    method: str, path: str, headers: dict[str, str] | None = None
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
 ) -> bytes:
-    """A request line and headers, ``Connection: close`` among them, and the blank line."""
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    """A request line and headers, ``Connection: close`` among them, and the blank line.
+
+    ``host`` is sent as it is, one byte per character: any Host a client could send.
+    """
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 

@@ -689,6 +689,27 @@ def test_readyz_is_503_when_the_broker_does_not_answer(client: Client) -> None:
     assert "broker" in body["message"]
 
 
+TOO_MANY_FIELDS = "&".join(f"f{n}=1" for n in range(1001))
+
+
+@pytest.mark.parametrize("path", ["/api/tasks", f"/api/tasks/{NO_SUCH_TASK}"])
+def test_more_query_fields_than_django_parses_is_400_not_500(
+    client: Client, path: str
+) -> None:
+    body = assert_error(client.get(f"{path}?{TOO_MANY_FIELDS}"), 400, "bad_request")
+    assert "DATA_UPLOAD_MAX_NUMBER_FIELDS" in body["message"]
+
+
+def test_djangos_own_400_outside_the_api_is_json(client: Client) -> None:
+    # CSRF's check reads the form before any view: Django's handler400 answers.
+    response = client.post(
+        "/admin/login/",
+        data=TOO_MANY_FIELDS,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert_error(response, 400, "bad_request")
+
+
 def test_error_bodies_are_json_objects(client: Client) -> None:
     raw = client.get("/nope").content
     assert json.loads(raw) == {

@@ -75,6 +75,9 @@ MIDDLEWARE = [
     # Outermost, so that it drops the body of every answer to a HEAD, redirects and
     # JSON errors included, after CommonMiddleware has given it its Content-Length.
     "tasks_app.api.head.HeadWithoutBodyMiddleware",
+    # Before every middleware that asks for the Host (SecurityMiddleware's redirect,
+    # CommonMiddleware): a refused one is a JSON 400, with DEBUG on too.
+    "tasks_app.api.middleware.RefusedHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -10,7 +10,7 @@ import logging
 import math
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import HttpError, Throttled, ValidationError
@@ -18,6 +18,9 @@ from ninja.errors import HttpError, Throttled, ValidationError
 from ..errors import CODE_BY_HTTP_STATUS, Refused, SchedulerError, WrongStatus
 
 log = logging.getLogger(__name__)
+
+# The longest message of Django's own taken into an answer: some echo the input.
+MAX_MESSAGE_CHARS = 200
 
 STATUS_BY_CODE: dict[str, int] = {
     "bad_request": 400,
@@ -63,6 +66,10 @@ def response_for_exception(exc: Exception) -> JsonResponse:
             "too_large",
             "the request is over the upload limit (DATA_UPLOAD_MAX_MEMORY_SIZE)",
         )
+    if isinstance(exc, (SuspiciousOperation, BadRequest)):
+        # What Django refuses while parsing a request (too many fields, a bad Host)
+        # is the client's to fix, not the server's failure.
+        return error_response("bad_request", _djangos_message(exc))
     if isinstance(exc, Http404):
         return error_response("not_found", str(exc) or "not found")
     if isinstance(exc, Throttled):
@@ -101,6 +108,28 @@ def _scheduler_error(exc: SchedulerError) -> JsonResponse:
         headers=headers,
         **fields,
     )
+
+
+def _djangos_message(exc: Exception) -> str:
+    message = str(exc) or "the request is malformed"
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_MESSAGE_CHARS]}..."
+
+
+def bad_request_view(
+    request: HttpRequest, exception: Exception | None = None
+) -> HttpResponse:
+    """Django's ``handler400``: its own 400s (SuspiciousOperation, BadRequest) in JSON.
+
+    Django calls it with DEBUG off only; with DEBUG on it answers its debug page. It
+    must not ask ``request.get_host()``: a bad Host is one of the things that got here.
+    """
+    if isinstance(exception, (SuspiciousOperation, BadRequest)):
+        # RequestDataTooBig among them, which the contract answers with 413.
+        return response_for_exception(exception)
+    # A MultiPartParserError, or no exception at all.
+    return error_response("bad_request", _djangos_message(exception or BadRequest()))
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -1,17 +1,21 @@
-"""Django's own 404 and 405 answers, in the API's JSON error shape.
+"""Django's own 400, 404 and 405 answers, in the API's JSON error shape.
 
 Unrouted paths never reach ninja, and ninja answers a wrong method with a bare
 ``HttpResponseNotAllowed``; both would otherwise be HTML (a debug page, with DEBUG on).
-The admin keeps its HTML pages: people read those, not programs.
+The admin keeps its HTML 404 and 405 pages: people read those, not programs. A refused
+Host is answered before anything else, on every path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponseBase
+from django.http.request import split_domain_port
 from django.urls import reverse
 
+from ..errors import shown
 from .errors import error_response
 
 _REWRITTEN_STATUSES = frozenset({404, 405})
@@ -48,3 +52,38 @@ class JsonErrorMiddleware:
             # Resolved on first use: the URLconf is not loaded when middleware is built.
             self._admin_prefix = reverse("admin:index")
         return self._admin_prefix
+
+
+class RefusedHostMiddleware:
+    """Answer a Host that Django refuses with the JSON 400, before anything asks for it.
+
+    The first ``request.get_host()`` raises DisallowedHost for a Host outside
+    ALLOWED_HOSTS or one that is no host name. ``handler400`` answers that in
+    production, but with DEBUG on Django answers its debug page and no handler is
+    asked, so the Host is checked here, once, for both. Only HeadWithoutBodyMiddleware
+    comes before this one, and it never asks for the Host.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        try:
+            request.get_host()
+        except DisallowedHost:
+            refusal = error_response("bad_request", _refused_host_message(request))
+            # CommonMiddleware, which gives the other answers their length, is skipped.
+            refusal["Content-Length"] = str(len(refusal.content))
+            return refusal
+        return self.get_response(request)
+
+
+def _refused_host_message(request: HttpRequest) -> str:
+    host = request.META.get("HTTP_HOST", request.META.get("SERVER_NAME", ""))
+    domain, _port = split_domain_port(host)
+    if not domain:
+        return f"the Host header {shown(host)} is not a host name with an optional port"
+    return (
+        f"this server does not answer to the Host {shown(host)}; "
+        "DJANGO_ALLOWED_HOSTS lists the names it does"
+    )

@@ -6,6 +6,7 @@ is answered by ``errors.response_for_exception``.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Any
 
@@ -17,12 +18,15 @@ from .. import health
 from ..errors import WrongStatus
 from ..find import parse_uuid
 from ..interfaces import UUID, Task, TaskStatus
+from ..metrics import counters
 from ..scheduler import Scheduler, get_scheduler
-from . import errors
+from . import errors, wait_bound
 from .auth import Scope, requires
 from .head import get_and_head
 from .inputs import operators_from_query, read_request_body
 from .schemas import AdmissionOut, ErrorOut, StateOut, TaskOut, TaskPageOut
+
+log = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 60
 DEFAULT_FIND_LIMIT = 100
@@ -125,7 +129,12 @@ def find_tasks(
     response={200: TaskOut, **_ERRORS},
     auth=requires(Scope.READ),
     summary="Read a task",
-    description="With ?wait=N, holds the answer up to N seconds until done or error.",
+    description=(
+        "With ?wait=N, holds the answer up to N seconds until done or error. Each "
+        "server process holds a bounded number of waits at once (a quarter of its "
+        "threads stays free for the probes); past that, a wait answers at once with "
+        "the task as it stands, as one that ran out does: ask again."
+    ),
     tags=["tasks"],
 )
 def get_task(
@@ -136,8 +145,23 @@ def get_task(
     scheduler = _scheduler()
     task = scheduler.get_task(UUID(uuid))
     if wait > 0 and not task.status.is_finished:
-        task = _wait_until_finished(scheduler, task, wait)
+        with wait_bound.current().hold() as may_wait:
+            if may_wait:
+                task = _wait_until_finished(scheduler, task, wait)
+            else:
+                _note_wait_cut_short(task)
     return TaskOut.from_task(task)
+
+
+def _note_wait_cut_short(task: Task) -> None:
+    counters.count_wait_cut_short()
+    log.debug(
+        "wait for task %r answered at once: this process holds as many waits as "
+        "it allows (%s)",
+        task.uuid,
+        wait_bound.current().max_waits,
+        extra={"event": "wait_cut_short", "task_uuid": task.uuid},
+    )
 
 
 def _wait_until_finished(scheduler: Scheduler, task: Task, seconds: float) -> Task:

@@ -77,6 +77,11 @@ recoveries = Counter(
     "again, leases of dead pool processes released at once.",
     ["action"],
 )
+waits_cut_short = Counter(
+    "scheduler_http_waits_cut_short_total",
+    "GET /api/tasks/{uuid}?wait=N answered at once, unfinished, because the web "
+    "process already held as many waits as it allows.",
+)
 
 for _kind in ADMISSION_KINDS:
     admitted.labels(_kind)
@@ -109,6 +114,10 @@ def count_finished(status: str, processing_seconds_taken: float | None = None) -
     finished.labels(status).inc()
     if processing_seconds_taken is not None:
         processing_seconds.labels(status).observe(processing_seconds_taken)
+
+
+def count_wait_cut_short() -> None:
+    waits_cut_short.inc()
 
 
 def count_lease_expiry(outcome: str) -> None:
