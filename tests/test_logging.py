@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid as uuid_module
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from django.conf import settings
+from django.test import Client
 from pythonjsonlogger.json import JsonFormatter
 
-from tasks_app.scheduler import get_scheduler
+from tasks_app.scheduler import Scheduler, get_scheduler
 from tests.harness import Cluster, task_request, wait_until
 
 # Marks the request: it shows in a log line only if the bytes were logged.
@@ -134,3 +137,34 @@ def test_json_lines_parse_and_carry_uuid_event_worker_and_duration(
     for fields in events():
         assert {"time", "level", "logger", "message"} <= fields.keys()
         assert MARKER not in json.dumps(fields)
+
+
+@pytest.mark.django_db
+def test_the_apis_refusals_leave_djangos_request_log_and_a_500_stays(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed scheduler's 503 per submission was an ERROR line each, a 404 a WARNING."""
+    recorder = Recorder()
+    django_request = logging.getLogger("django.request")
+    django_request.addHandler(recorder)
+    try:
+        get_scheduler.cache_clear()
+        get_scheduler().close()
+        refused = client.post(
+            "/api/tasks", b"refused", content_type="application/octet-stream"
+        )
+        assert refused.status_code == 503
+        assert client.get(f"/api/tasks/{uuid_module.uuid4()}").status_code == 404
+        assert client.get("/api/tasks/not-a-uuid").status_code == 400
+        assert recorder.records == []
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(Scheduler, "get_task", broken)
+        assert client.get(f"/api/tasks/{uuid_module.uuid4()}").status_code == 500
+        [error] = recorder.records
+        assert error.levelno == logging.ERROR
+    finally:
+        django_request.removeHandler(recorder)
+        get_scheduler.cache_clear()

@@ -323,6 +323,11 @@ LOGGING = {
             },
         },
     },
+    "filters": {
+        "answers_given_on_purpose": {
+            "()": "tasks_app.api.request_log.AnswersGivenOnPurpose"
+        },
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
@@ -330,6 +335,8 @@ LOGGING = {
     "loggers": {
         "tasks_app": {"level": LOG_LEVEL},
         "scheduler_project": {"level": LOG_LEVEL},
+        # Refusals are answers, not errors: gunicorn's access log has each of them.
+        "django.request": {"filters": ["answers_given_on_purpose"]},
     },
 }
 
