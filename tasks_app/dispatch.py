@@ -38,13 +38,23 @@ def prepare() -> None:
 
 
 def publish(uuids: Iterable[str]) -> int:
-    """Send one message per UUID now; a broker failure is logged, not raised."""
+    """Send one message per UUID now; a broker failure is logged, not raised.
+
+    On Redis, each message is one LPUSH of a text Celery built once for this process
+    (``wakeup_publisher``); on other brokers, Celery's ``send_task``.
+    """
     from scheduler_project.celery import app
+
+    from . import wakeup_publisher
 
     sent = 0
     for uuid in uuids:
         try:
-            app.send_task(RUN_TASK, args=[uuid], task_id=uuid)
+            publisher = wakeup_publisher.for_this_process()
+            if publisher is not None:
+                publisher.publish(uuid)
+            else:
+                app.send_task(RUN_TASK, args=[uuid], task_id=uuid)
         except (
             Exception
         ) as exc:  # any broker failure: the database still holds the task
