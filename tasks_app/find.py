@@ -7,6 +7,7 @@ parameters; nothing from a request is ever spliced into SQL.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid as uuid_module
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -33,11 +34,20 @@ def _parse_status(value: str) -> str:
         raise BadRequest(f"status {shown(value)} is not one of {allowed}") from None
 
 
+# An optional sign and ASCII digits: Python's int() also takes other scripts' digits and
+# underscores, which no client means as a number. Thirty digits are past every column's
+# range already (Django answers those lookups without asking the database).
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+
+
 def _parse_int(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequest(f"{shown(value)} is not an integer") from None
+    stripped = value.strip(" \t")
+    if _INTEGER.fullmatch(stripped) is None:
+        raise BadRequest(
+            f"{shown(value)} is not an integer (ASCII digits, at most 30, and an "
+            "optional sign)"
+        )
+    return int(stripped)
 
 
 def parse_datetime(value: str) -> dt.datetime:

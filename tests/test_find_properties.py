@@ -138,6 +138,27 @@ def test_every_known_key_and_operator_either_parses_or_is_a_value_error(
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [("3", 3), (" 3\t", 3), ("+3", 3), ("-1", -1), ("0" * 30, 0)],
+)
+def test_an_integer_value_is_a_sign_and_ascii_digits(value: str, parsed: int) -> None:
+    assert operators_to_q([FindOperator("attempts", "=", value)]) == operators_to_q(
+        [FindOperator("attempts", "=", str(parsed))]
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["\u0663", "\uff13", "1_000", "3.0", "", " ", "0x10", "1e3", "0" * 31, "\u00a03"],
+)
+def test_other_scripts_digits_underscores_and_decimals_are_not_integers(
+    value: str,
+) -> None:
+    with pytest.raises(ValueError, match="is not an integer"):
+        operators_to_q([FindOperator("attempts", "=", value)])
+
+
 # --- the storage, on PostgreSQL -----------------------------------------------------------
 
 
