@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -137,3 +139,54 @@ def test_a_broker_that_is_down_fails_the_publish_and_the_next_one_goes_out(
         assert [m["headers"]["id"] for m in queued_messages(server)] == [
             "after-restart"
         ]
+
+
+def test_threads_publishing_at_once_each_send_a_whole_message(
+    broker: RedisServer,
+) -> None:
+    """Web and gRPC processes publish from many threads through one client."""
+    tasks = [[str(uuid.uuid4()) for _ in range(50)] for _ in range(8)]
+    with ThreadPoolExecutor(len(tasks)) as pool:
+        sent = list(pool.map(dispatch.publish, tasks))
+    assert sent == [50] * 8
+    messages = queued_messages(broker)
+    assert sorted(m["headers"]["id"] for m in messages) == sorted(
+        task for batch in tasks for task in batch
+    )
+    assert all(m["body"][0] == [m["headers"]["id"]] for m in messages)
+    assert len({m["properties"]["delivery_tag"] for m in messages}) == 400
+
+
+def test_a_frozen_broker_fails_the_publish_within_the_socket_timeout(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis that stops answering holds a submission 3 s, the transport's timeout."""
+    from scheduler_project.celery import app
+
+    # What the settings give a Redis broker; this process imported them before the
+    # session's Redis existed, with the filesystem broker's options.
+    options = app.conf.broker_transport_options
+    app.conf.broker_transport_options = {
+        "socket_timeout": 3,
+        "socket_connect_timeout": 3,
+    }
+    try:
+        with running_redis() as server, monkeypatch.context() as patch:
+            use_broker(patch, server.url)
+            assert dispatch.publish(["before"]) == 1
+            assert server.process is not None
+            server.process.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                assert dispatch.publish(["while-frozen"]) == 0
+                waited = time.monotonic() - started
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+            assert dispatch.publish(["after"]) == 1
+            ids = [m["headers"]["id"] for m in queued_messages(server)]
+    finally:
+        app.conf.broker_transport_options = options
+    assert 2.5 < waited < 5
+    # The frozen server may have taken the LPUSH it never answered: a wake-up is a hint,
+    # and one sent twice runs nothing more.
+    assert ids in (["before", "after"], ["before", "while-frozen", "after"])
