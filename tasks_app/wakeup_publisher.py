@@ -52,6 +52,8 @@ class WakeUpPublisher:
     channel: Any
 
     def message(self, uuid: str) -> str:
+        # As a JSON string's inside, whatever the caller passed: both texts are JSON.
+        uuid = json.dumps(uuid)[1:-1]
         body = base64.b64encode(self.body.replace(_STAND_IN_UUID, uuid).encode())
         return (
             self.envelope.replace(_STAND_IN_UUID, uuid)

@@ -74,6 +74,14 @@ def test_each_wake_up_has_its_own_delivery_tag(broker: RedisServer) -> None:
     assert len(tags) == 2
 
 
+def test_a_task_id_is_written_into_the_message_as_json(broker: RedisServer) -> None:
+    odd = 'quote " backslash \\ end'
+    assert dispatch.publish([odd]) == 1
+    (message,) = queued_messages(broker)
+    assert message["headers"]["id"] == odd
+    assert message["body"][0] == [odd]
+
+
 def test_a_broker_other_than_redis_goes_through_send_task(
     broker: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
