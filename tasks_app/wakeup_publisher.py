@@ -9,12 +9,13 @@ build one message per process, for a stand-in UUID, through their own ``send_tas
 (only the final ``_put`` of kombu's channel is caught instead of sent), and each
 publish writes its UUID into that text and sends it on a Redis client made once.
 
-Only for a Redis broker, and only for a message that goes straight to one queue (the
-anonymous exchange, Celery's default for a direct queue); with any other broker or
-route, ``for_this_process`` answers ``None`` and the caller uses ``send_task``. Celery's
-publish signals fire for the one message built here, not for each wake-up (nothing in
-this project listens to them). A wake-up sent here has no ``parent_id``, which Celery
-would set for a publish made inside a running task; only Flower shows it.
+Only for a Redis broker reached directly (not through Sentinel), and only for a message
+that goes straight to one queue (the anonymous exchange, Celery's default for a direct
+queue); with any other broker or route, ``for_this_process`` answers ``None`` and the
+caller uses ``send_task``. Celery's publish signals fire for the one message built
+here, not for each wake-up (nothing in this project listens to them). A wake-up sent
+here has no ``parent_id``, which Celery would set for a publish made inside a running
+task; only Flower shows it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 _STAND_IN_UUID = "00000000-0000-4000-8000-0000c0ffee00"
 _STAND_IN_TAG = "00000000-0000-4000-8000-0000c0ffee01"
 _STAND_IN_BODY = "wake-up-body-0000c0ffee02"
+
+# kombu's names for the transports of redis://, rediss:// and redis+socket:// URLs.
+_PLAIN_REDIS = frozenset({"redis", "rediss"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +139,9 @@ def build(app: Any) -> WakeUpPublisher | None:
 def _build_on(app: Any, connection: Any) -> WakeUpPublisher | None:
     import kombu
 
-    if connection.transport.driver_type != "redis":
+    # Plain Redis, over TCP, TLS or a Unix socket. Sentinel keeps send_task: its
+    # failover is kombu's to handle, and nothing here tests it.
+    if connection.transport_cls not in _PLAIN_REDIS:
         return None
     channel = connection.channel()  # connects, retrying at most once
     caught: list[tuple[str, dict[str, Any]]] = []

@@ -85,9 +85,10 @@ def test_a_task_id_is_written_into_the_message_as_json(broker: RedisServer) -> N
 def test_a_broker_other_than_redis_goes_through_send_task(
     broker: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with monkeypatch.context() as patch:
-        use_broker(patch, "memory://")
-        assert wakeup_publisher.for_this_process() is None
+    for url in ("memory://", "sentinel://127.0.0.1:1"):
+        with monkeypatch.context() as patch:
+            use_broker(patch, url)
+            assert wakeup_publisher.for_this_process() is None
     assert wakeup_publisher.for_this_process() is not None
 
 
