@@ -58,9 +58,12 @@ def publish(uuids: Iterable[str]) -> int:
         except (
             Exception
         ) as exc:  # any broker failure: the database still holds the task
+            # A timeout may come after the broker took the message: the wake-up can
+            # still arrive, and one more from the reconciler then runs nothing twice.
             log.warning(
-                "task %s: publish failed (%s: %s); it stays queued and the reconciler "
-                "will publish it again",
+                "task %s: publish not confirmed by the broker (%s: %s); the wake-up may "
+                "arrive late or not at all, and the reconciler publishes it again while "
+                "the task waits",
                 uuid,
                 type(exc).__name__,
                 exc,
