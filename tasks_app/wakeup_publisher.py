@@ -102,8 +102,9 @@ def for_this_process() -> WakeUpPublisher | None:
         publisher = build(app)  # raises when the broker is unreachable
         if publisher is None:
             log.info(
-                "wake-ups go through Celery's send_task: the broker is not Redis, or "
-                "the route of %s is not a direct queue",
+                "wake-ups go through Celery's send_task: the broker is not Redis "
+                "reached directly (Sentinel is not), or the route of %s is not a "
+                "direct queue",
                 RUN_TASK,
                 extra={"event": "wake_up_path"},
             )
@@ -120,10 +121,10 @@ def for_this_process() -> WakeUpPublisher | None:
 def build(app: Any) -> WakeUpPublisher | None:
     """Have Celery and kombu make one wake-up for the stand-in UUID, and keep its text.
 
-    ``None`` when this path does not apply: a broker other than Redis, a route through
-    a named exchange (kombu would look its bindings up in Redis at each publish), a
-    queue with priorities or an expiry (more than one list, or a command besides the
-    LPUSH).
+    ``None`` when this path does not apply: a broker other than plain Redis, a route
+    through a named exchange (kombu would look its bindings up in Redis at each
+    publish), a queue with priorities or an expiry (more than one list, or a command
+    besides the LPUSH).
     """
     connection = app.connection_for_write()
     try:
