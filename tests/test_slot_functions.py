@@ -311,3 +311,52 @@ def test_many_processes_claiming_and_finishing_never_pass_the_cap(
     assert sum(report["ran"] for report in reports) == tasks
     done = TaskRecord.objects.filter(uuid__in=uuids, status=Status.DONE)
     assert done.count() == tasks
+
+
+def _wal_syncs() -> int:
+    """The server's count of WAL flushes to disk, this session's own included."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        # This session's counts reach the shared view at its next transaction's end,
+        # and no sooner than a second after the last time unless forced.
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+        cursor.execute("SELECT wal_sync FROM pg_stat_wal")
+        return int(cursor.fetchone()[0])
+
+
+def test_a_claim_commits_without_waiting_for_the_disk_and_an_admission_waits(
+    scheduler: Scheduler,
+) -> None:
+    """40 admissions flush the log 40 times at least; 40 claims do not each flush it.
+
+    The walwriter flushes on its own every 200 ms or so, which the bound allows for.
+    """
+    count = 40
+    before = _wal_syncs()
+    uuids = [scheduler.add_task(task_request(id=f"flush {n}")) for n in range(count)]
+    admitted = _wal_syncs()
+    claims = [
+        leases.claim(uuid, worker="w", num_workers=count, lease_seconds=60)
+        for uuid in uuids
+    ]
+    claimed = _wal_syncs()
+    assert all(
+        claim is not None and claim.uuid == uuid
+        for claim, uuid in zip(claims, uuids, strict=True)
+    )
+    assert admitted - before >= count
+    assert claimed - admitted < count // 2
+    # Each finish waits for the disk again: the outcome is durable once recorded, and
+    # with it every claim written before it.
+    for claim in claims:
+        assert claim is not None
+        leases.finish(
+            claim,
+            leases.Outcome(Status.DONE, result=b"ok"),
+            take_next=False,
+            worker="w",
+            lease_seconds=60,
+        )
+    assert _wal_syncs() - claimed >= count
+    assert TaskRecord.objects.filter(status=Status.DONE).count() == count
