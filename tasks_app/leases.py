@@ -47,7 +47,7 @@ import uuid as uuid_module
 from dataclasses import dataclass, replace
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import BooleanField, Case, Q, QuerySet, When
 from django.db.models.functions import Now
 
@@ -286,18 +286,8 @@ def slots_in_use(using: str = "default") -> int:
 # psycopg picks a type from the Python value (a small int goes as smallint), and the
 # call must resolve to the same function whatever the values.
 CLAIM_CALL = (
-    "SELECT claimed.* FROM scheduler_claim(%s::uuid, %s::integer, %s::text, %s::text, "
-    "%s::double precision, %s::integer, %s::double precision) AS claimed"
-)
-# A claim made in a transaction of its own commits without waiting for the disk: on
-# this machine 0.4 ms of fsync, on the path of every task. A database crash can lose such
-# a claim: the task is then queued again under its previous attempt, as after a worker
-# killed mid-task, and the lease guard refuses that worker's finish. Nothing more can be
-# lost: a finish's commit waits for the disk, and the log reaches it in order, so a
-# recorded outcome implies its claim. Admissions and finishes wait for the disk: a task
-# is durable before its UUID is answered, an outcome before anyone can read it.
-CLAIM_CALL_UNFLUSHED = (
-    CLAIM_CALL + " CROSS JOIN set_config('synchronous_commit', 'off', true)"
+    "SELECT * FROM scheduler_claim(%s::uuid, %s::integer, %s::text, %s::text, "
+    "%s::double precision, %s::integer, %s::double precision)"
 )
 # ``{result}`` is the expression ``sql.bytes_argument`` gives for the result.
 FINISH_CALL = (
@@ -361,11 +351,9 @@ def _claim_in_one_call(
 ) -> Claim | None:
     owner = lease_owner()
     sent = time.monotonic()
-    # Inside a caller's transaction the setting would cover its other writes too.
-    unflushed = not connections[using].in_atomic_block
     ((uuid, digest, attempt, request, *reserved),) = sql.fetch(
         using,
-        CLAIM_CALL_UNFLUSHED if unflushed else CLAIM_CALL,
+        CLAIM_CALL,
         (
             preferred,
             num_workers,

@@ -53,7 +53,7 @@ def waiting_inserts(
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
             "AND (query LIKE %s OR (%s <> '' AND query LIKE %s))",
-            (f'INSERT INTO "{table}"%', function, f"SELECT % FROM {function}(%"),
+            (f'INSERT INTO "{table}"%', function, f"SELECT * FROM {function}(%"),
         ).fetchone()
     return int(row[0]) if row else 0
 
