@@ -15,13 +15,14 @@ import hashlib
 import logging
 import uuid as uuid_module
 from dataclasses import dataclass
+from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Count, Subquery
 from django.db.models.functions import Now
 
 from . import sql
-from .dispatch import publish_on_commit
+from .dispatch import WakeUpAhead, publish_on_commit
 from .errors import (
     EmptyRequest,
     QueueFull,
@@ -199,18 +200,36 @@ def _admit(request: bytes, policy: AdmissionPolicy, using: str) -> Admission:
         return existing
 
 
+ADMIT_CALL = (
+    "SELECT * FROM scheduler_admit("
+    "%s::uuid, %s::text, {request}, %s::integer, %s::integer)"
+)
+
+
 def _admit_in_one_call(
     request: bytes, digest: str, policy: AdmissionPolicy, using: str
 ) -> Admission:
     uuid = str(uuid_module.uuid4())
     try:
-        with sql.bytes_argument(using, request) as (argument, bytes_params):
-            ((outcome, task_uuid, task_status, wake),) = sql.fetch(
-                using,
-                "SELECT * FROM scheduler_admit("
-                f"%s::uuid, %s::text, {argument}, %s::integer, %s::integer)",
-                (uuid, digest, *bytes_params, policy.queue_size, policy.num_workers),
+        if len(request) <= sql.INLINE_BYTES and not connections[using].in_atomic_block:
+            outcome, task_uuid, task_status, wake = _admit_waking_ahead(
+                uuid, request, digest, policy, using
             )
+        else:
+            with sql.bytes_argument(using, request) as (argument, bytes_params):
+                ((outcome, task_uuid, task_status, wake),) = sql.fetch(
+                    using,
+                    ADMIT_CALL.format(request=argument),
+                    (
+                        uuid,
+                        digest,
+                        *bytes_params,
+                        policy.queue_size,
+                        policy.num_workers,
+                    ),
+                )
+            if outcome == "created" and wake:
+                publish_on_commit([uuid], using)
     except IntegrityError:
         # Only reachable if the lock was bypassed (a row written by other means): the
         # unique hash still makes the answer the existing task.
@@ -224,8 +243,6 @@ def _admit_in_one_call(
         raise QueueFull(policy.queue_size)
     if outcome == "existing":
         return Admission(str(task_uuid), created=False, status=TaskStatus(task_status))
-    if wake:
-        publish_on_commit([uuid], using)
     log.info(
         "task %s: queued (%d bytes, hash %s)%s",
         uuid,
@@ -235,6 +252,29 @@ def _admit_in_one_call(
         extra={"task_uuid": uuid, "event": "queued"},
     )
     return Admission(uuid, created=True, status=TaskStatus.QUEUED)
+
+
+def _admit_waking_ahead(
+    uuid: str, request: bytes, digest: str, policy: AdmissionPolicy, using: str
+) -> tuple[str, Any, Any, bool]:
+    """The admission's call, with the wake-up sent between its answer and its commit.
+
+    The commit waits for the disk; meanwhile the wake-up travels, and a claim that
+    arrives first waits for the commit (migration 0009). The UUID is answered only
+    after the commit, so a task is still durable before anyone outside hears of it.
+    """
+    with (
+        WakeUpAhead() as wake_up,
+        sql.fetch_before_commit(
+            using,
+            ADMIT_CALL.format(request="%s::bytea"),
+            (uuid, digest, request, policy.queue_size, policy.num_workers),
+        ) as rows,
+    ):
+        ((outcome, task_uuid, task_status, wake),) = rows
+        if outcome == "created" and wake:
+            wake_up.send(uuid)
+    return outcome, task_uuid, task_status, wake
 
 
 def _insert_under_lock(

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+if TYPE_CHECKING:
+    from .wakeup_publisher import WakeUpPublisher
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +63,84 @@ def publish(uuids: Iterable[str]) -> int:
         except (
             Exception
         ) as exc:  # any broker failure: the database still holds the task
-            # A timeout may come after the broker took the message: the wake-up can
-            # still arrive, and one more from the reconciler then runs nothing twice.
-            log.warning(
-                "task %s: publish not confirmed by the broker (%s: %s); the wake-up may "
-                "arrive late or not at all, and the reconciler publishes it again while "
-                "the task waits",
-                uuid,
-                type(exc).__name__,
-                exc,
-                extra={"task_uuid": uuid, "event": "publish_failed"},
-            )
+            _not_confirmed(uuid, exc)
         else:
             sent += 1
     return sent
+
+
+def _not_confirmed(uuid: str, exc: Exception) -> None:
+    # A timeout may come after the broker took the message: the wake-up can still
+    # arrive, and one more from the reconciler then runs nothing twice.
+    log.warning(
+        "task %s: publish not confirmed by the broker (%s: %s); the wake-up may "
+        "arrive late or not at all, and the reconciler publishes it again while "
+        "the task waits",
+        uuid,
+        type(exc).__name__,
+        exc,
+        extra={"task_uuid": uuid, "event": "publish_failed"},
+    )
+
+
+class WakeUpAhead:
+    """A wake-up sent before its admission commits, its answer read after the commit.
+
+    The commit then overlaps the broker and the worker's way to its claim, and a claim
+    that arrives first waits for the commit (migration 0009). Nothing waits for Redis
+    inside the transaction: the LPUSH is only written there, on a connection already
+    open, and its answer is read on the way out of the ``with`` block, after the
+    commit or its failure. A wake-up for an admission that rolled back runs nothing.
+
+    Only on Redis, with this process's ``wakeup_publisher`` already built and one of
+    its connections idle; otherwise the wake-up is sent on the way out (on a new
+    connection, then kept for the next one), as is one whose connection turns out to
+    have been dropped (a restarted Redis).
+    """
+
+    def __init__(self) -> None:
+        self._uuid: str | None = None
+        self._publisher: WakeUpPublisher | None = None
+        self._sent_on: Any = None
+
+    def __enter__(self) -> WakeUpAhead:
+        return self
+
+    def send(self, uuid: str) -> None:
+        """Wake a worker for ``uuid``: now if possible, else on the way out."""
+        from . import wakeup_publisher
+
+        self._uuid = uuid
+        self._publisher = wakeup_publisher.built_for_this_process()
+        if self._publisher is None:
+            return
+        try:
+            self._sent_on = self._publisher.send_ahead(uuid)
+        except Exception:  # dropped: sent again on the way out
+            self._sent_on = None
+
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        uuid, publisher, connection = self._uuid, self._publisher, self._sent_on
+        if uuid is None:
+            return
+        # An exception here is the admission's (its commit, say): its task may not
+        # exist, so nothing more is sent for it; an LPUSH already written is read back.
+        admitted = exc_type is None
+        try:
+            if publisher is not None and connection is not None:
+                publisher.confirm(connection)
+            elif not admitted:
+                return
+            elif publisher is None:
+                publish([uuid])
+            else:
+                publisher.confirm(publisher.send_on_a_new_connection(uuid))
+        except RedisConnectionError:
+            if admitted:
+                publish([uuid])  # connects again, and reports a failure
+        except Exception as exc:
+            if admitted:
+                _not_confirmed(uuid, exc)
 
 
 def publish_on_commit(uuids: list[str], using: str = "default") -> None:

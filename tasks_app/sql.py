@@ -19,7 +19,7 @@ ORM path instead (SQLite, for ``make run`` without services).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Literal
 
 import psycopg
@@ -70,6 +70,39 @@ def fetch(using: str, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ..
     with _cursor(using) as cursor:
         cursor.execute(query, params, binary=True)
         return cursor.fetchall() if cursor.description is not None else []
+
+
+@contextmanager
+def fetch_before_commit(
+    using: str, query: str, params: tuple[Any, ...]
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Run one statement in a transaction of its own; the block runs before its commit.
+
+    For work that must follow the statement's answer but need not wait for its commit
+    (which, with ``synchronous_commit``, waits for the disk): the statement's locks are
+    held through the block, and what it wrote is visible to others only after it.
+    ``BEGIN`` goes out with the statement, in one round trip (psycopg's pipeline mode).
+    An exception from the statement or the block rolls the transaction back; one from
+    the commit comes after the block has run. Outside an ``atomic`` block only, whose
+    transaction this would end.
+    """
+    if connections[using].in_atomic_block:
+        raise RuntimeError("fetch_before_commit inside an atomic block")
+    with _cursor(using) as cursor:
+        raw = cursor.connection
+        try:
+            with raw.pipeline():
+                raw.execute("BEGIN")
+                cursor.execute(query, params, binary=True)
+            rows = cursor.fetchall() if cursor.description is not None else []
+            yield rows
+        except BaseException:
+            with suppress(
+                psycopg.Error
+            ):  # a broken connection: the error above says so
+                raw.rollback()
+            raise
+        raw.commit()
 
 
 @contextmanager

@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 import uuid as uuid_module
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .dispatch import RUN_TASK
@@ -54,6 +54,9 @@ class WakeUpPublisher:
     # this process publishes to that broker.
     connection: Any
     channel: Any
+    # Connections of this process's own, each idle between two wake-ups sent ahead.
+    idle: list[Any] = field(default_factory=list)
+    idle_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def message(self, uuid: str) -> str:
         # As a JSON string's inside, whatever the caller passed: both texts are JSON.
@@ -68,7 +71,64 @@ class WakeUpPublisher:
     def publish(self, uuid: str) -> None:
         self.client.lpush(self.key, self.message(uuid))
 
+    # A wake-up sent while its admission's transaction is open, in two steps, so that
+    # nothing waits for Redis inside the transaction: ``send_ahead`` writes the LPUSH
+    # on a connection kept for this, if one is idle (no connecting, no health check),
+    # and ``confirm`` reads the answer after the commit. These connections are not the
+    # pool's, whose size kombu bounds for its own users.
+
+    def send_ahead(self, uuid: str) -> Any | None:
+        """Write the LPUSH of ``uuid``'s wake-up on an idle connection, if there is one.
+
+        Returns the connection, for ``confirm``; ``None`` when none was idle.
+        """
+        with self.idle_lock:
+            if not self.idle:
+                return None
+            connection = self.idle.pop()
+        try:
+            connection.send_command(
+                "LPUSH", self.key, self.message(uuid), check_health=False
+            )
+        except BaseException:
+            connection.disconnect()
+            raise
+        return connection
+
+    def send_on_a_new_connection(self, uuid: str) -> Any:
+        """Connect a new connection and write ``uuid``'s wake-up on it, for ``confirm``.
+
+        After the commit, when ``send_ahead`` found none idle: the connection is kept
+        afterwards, so that the next wake-up can go ahead.
+        """
+        pool = self.client.connection_pool
+        connection = pool.connection_class(**pool.connection_kwargs)
+        try:
+            connection.send_command("LPUSH", self.key, self.message(uuid))
+        except BaseException:
+            connection.disconnect()
+            raise
+        return connection
+
+    def confirm(self, connection: Any) -> None:
+        """Read the answer to a sent LPUSH, and keep the connection for the next one.
+
+        Raises Redis's error, if any; the connection is then dropped: a dropped
+        connection raises ``redis.ConnectionError``, a silent Redis ``TimeoutError``.
+        """
+        try:
+            connection.read_response()
+        except BaseException:
+            connection.disconnect()
+            raise
+        with self.idle_lock:
+            self.idle.append(connection)
+
     def close(self) -> None:
+        with self.idle_lock:
+            for connection in self.idle:
+                connection.disconnect()
+            self.idle.clear()
         self.channel.close()
         self.connection.release()
 
@@ -78,6 +138,16 @@ _Made = tuple[int, str]
 
 _lock = threading.Lock()
 _built: tuple[_Made, WakeUpPublisher | None] | None = None
+
+
+def built_for_this_process() -> WakeUpPublisher | None:
+    """The publisher ``for_this_process`` has built for this process and broker, if
+    any; never builds one (which would reach the broker)."""
+    from scheduler_project.celery import app
+
+    made: _Made = (os.getpid(), app.conf.broker_write_url or app.conf.broker_url)
+    built = _built
+    return built[1] if built is not None and built[0] == made else None
 
 
 def for_this_process() -> WakeUpPublisher | None:
