@@ -180,6 +180,8 @@ def _interleaved(figures: dict[str, Any], sizes: Sizes) -> list[str]:
             "samples",
             per_round * sizes.interleaved_rounds,
         )
+        if "first_after_idle_p50_ms" not in (figures.get(name) or {}):
+            found.append(f"interleaved {name}: no first task after idle")
     return found
 
 

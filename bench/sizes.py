@@ -24,6 +24,7 @@ class Sizes:
     # The round trip of every system again, in turns (bench.interleaved).
     interleaved_rounds: int
     interleaved_round_seconds: float
+    interleaved_lead_in_seconds: float  # each round's opening, measured apart
     burst_tasks: int
     burst_one_client_tasks: int
     http_warm_up_tasks: int
@@ -42,6 +43,7 @@ FULL = Sizes(
     mode="full",
     interleaved_rounds=10,
     interleaved_round_seconds=2,
+    interleaved_lead_in_seconds=0.2,
     warm_up_tasks=40,
     util_50ms_tasks=400,
     util_1s_tasks=100,
@@ -63,6 +65,7 @@ QUICK = Sizes(
     mode="quick",
     interleaved_rounds=4,
     interleaved_round_seconds=1,
+    interleaved_lead_in_seconds=0.2,
     warm_up_tasks=40,
     util_50ms_tasks=100,
     util_1s_tasks=12,
@@ -86,6 +89,7 @@ SMOKE = Sizes(
     mode="smoke",
     interleaved_rounds=1,
     interleaved_round_seconds=0.5,
+    interleaved_lead_in_seconds=0.1,
     warm_up_tasks=10,
     util_50ms_tasks=20,
     util_1s_tasks=8,

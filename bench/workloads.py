@@ -16,7 +16,7 @@ import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from bench.sizes import Sizes
@@ -143,18 +143,27 @@ class PacedRun:
     submit_calls: list[float]
     late_submits: int
     failed: int
+    # The lead-in's latencies, paced like the rest but not in ``latencies``.
+    lead_in: list[float] = field(default_factory=list)
 
 
 def paced(
-    system: System, rate_per_second: float, seconds: float, submit=None
+    system: System,
+    rate_per_second: float,
+    seconds: float,
+    submit=None,
+    lead_in_seconds: float = 0.0,
 ) -> PacedRun:
     """Paced no-op submissions, one every ``1 / rate_per_second`` seconds.
 
-    ``submit`` replaces ``system.submit`` (our HTTP path submits differently).
+    ``submit`` replaces ``system.submit`` (our HTTP path submits differently). The
+    stream starts with ``lead_in_seconds`` of the same pace whose latencies are kept
+    apart, so that ``latencies`` are those of a stream already under way.
     """
     submit = submit or system.submit
     tag = new_tag("rt")
-    count = int(rate_per_second * seconds)
+    lead_in = int(rate_per_second * lead_in_seconds)
+    count = lead_in + int(rate_per_second * seconds)
     interval = 1.0 / rate_per_second
     started: dict[str, float] = {}
     submit_calls: list[float] = []
@@ -171,11 +180,13 @@ def paced(
         submit_calls.append(time.time() - at)
         started[handle] = at
     done = wait_finished(system, list(started), timeout=120)
+    latencies = [done[h] - started[h] for h in started]
     return PacedRun(
-        [done[h] - started[h] for h in started],
-        submit_calls,
+        latencies[lead_in:],
+        submit_calls[lead_in:],
         late,
         system.count_failed(list(started)),
+        latencies[:lead_in],
     )
 
 
