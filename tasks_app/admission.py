@@ -5,7 +5,8 @@ replicas the decisions are serial: two identical requests can never both insert,
 queue can never pass its bound. A duplicate is answered without the lock.
 
 On PostgreSQL a new request is one call of ``scheduler_admit`` (migration 0004): the
-lock, the checks and the insert in one round trip, with the bytes sent as bytes. Other
+lock, the checks and the insert in one statement, with the bytes sent as bytes; when the
+service is quiet, its wake-up leaves before the commit (``_WakeAheadGuide``). Other
 databases take the ORM path below, which makes the same decision in several statements.
 """
 
@@ -13,7 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import uuid as uuid_module
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,30 +210,59 @@ ADMIT_CALL = (
 )
 
 
+class _WakeAheadGuide:
+    """Whether this process's next admission should send its wake-up ahead of its commit.
+
+    Ahead, the admission keeps its transaction open for one more round trip, and with
+    it the admission lock that every replica's new tasks queue behind (and, with every
+    slot busy, the slot lock that claims and hand-overs take). That is worth it for a
+    task that finds the service quiet, whose latency it cuts; under load it would only
+    lengthen the serial part of every admission: measured here, a burst from 8 threads
+    admitted about 600 tasks a second ahead and 960 after the commit. So an admission
+    goes ahead only when no other is in flight in this process and the last new task
+    found a slot free (with none free, no wake-up is sent at all). A wrong guess costs
+    time, never a task: both ways wake a worker whenever a slot is free.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self.slots_were_free = True
+
+    @contextmanager
+    def admission(self) -> Iterator[bool]:
+        """Count one admission in flight; yields whether it may go ahead."""
+        with self._lock:
+            alone = self._in_flight == 0
+            self._in_flight += 1
+        try:
+            yield alone and self.slots_were_free
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+
+_wake_ahead = _WakeAheadGuide()
+
+
 def _admit_in_one_call(
     request: bytes, digest: str, policy: AdmissionPolicy, using: str
 ) -> Admission:
     uuid = str(uuid_module.uuid4())
     try:
-        if len(request) <= sql.INLINE_BYTES and not connections[using].in_atomic_block:
-            outcome, task_uuid, task_status, wake = _admit_waking_ahead(
-                uuid, request, digest, policy, using
-            )
-        else:
-            with sql.bytes_argument(using, request) as (argument, bytes_params):
-                ((outcome, task_uuid, task_status, wake),) = sql.fetch(
-                    using,
-                    ADMIT_CALL.format(request=argument),
-                    (
-                        uuid,
-                        digest,
-                        *bytes_params,
-                        policy.queue_size,
-                        policy.num_workers,
-                    ),
+        with _wake_ahead.admission() as ahead:
+            if (
+                ahead
+                and len(request) <= sql.INLINE_BYTES
+                and not connections[using].in_atomic_block
+            ):
+                outcome, task_uuid, task_status, wake = _admit_waking_ahead(
+                    uuid, request, digest, policy, using
                 )
-            if outcome == "created" and wake:
-                publish_on_commit([uuid], using)
+            else:
+                outcome, task_uuid, task_status, wake = _admit_then_wake(
+                    uuid, request, digest, policy, using
+                )
     except IntegrityError:
         # Only reachable if the lock was bypassed (a row written by other means): the
         # unique hash still makes the answer the existing task.
@@ -243,6 +276,7 @@ def _admit_in_one_call(
         raise QueueFull(policy.queue_size)
     if outcome == "existing":
         return Admission(str(task_uuid), created=False, status=TaskStatus(task_status))
+    _wake_ahead.slots_were_free = bool(wake)
     log.info(
         "task %s: queued (%d bytes, hash %s)%s",
         uuid,
@@ -252,6 +286,21 @@ def _admit_in_one_call(
         extra={"task_uuid": uuid, "event": "queued"},
     )
     return Admission(uuid, created=True, status=TaskStatus.QUEUED)
+
+
+def _admit_then_wake(
+    uuid: str, request: bytes, digest: str, policy: AdmissionPolicy, using: str
+) -> tuple[str, Any, Any, bool]:
+    """The admission's call, and its wake-up once it has committed."""
+    with sql.bytes_argument(using, request) as (argument, bytes_params):
+        ((outcome, task_uuid, task_status, wake),) = sql.fetch(
+            using,
+            ADMIT_CALL.format(request=argument),
+            (uuid, digest, *bytes_params, policy.queue_size, policy.num_workers),
+        )
+    if outcome == "created" and wake:
+        publish_on_commit([uuid], using)
+    return outcome, task_uuid, task_status, wake
 
 
 def _admit_waking_ahead(

@@ -17,11 +17,17 @@ import psycopg
 import pytest
 from django.db import DatabaseError, connection, connections
 
-from tasks_app import leases, wakeup_publisher
+from tasks_app import admission, leases, wakeup_publisher
 from tasks_app.leases import Claim
 from tasks_app.models import Status, TaskRecord
 from tasks_app.scheduler import Scheduler
-from tests.harness import RedisServer, running_redis, task_request, wait_until
+from tests.harness import (
+    RedisServer,
+    hold_slot,
+    running_redis,
+    task_request,
+    wait_until,
+)
 from tests.test_slot_functions import message_ids
 from tests.test_wakeup_publisher import use_broker
 
@@ -199,3 +205,55 @@ def test_a_wake_up_after_the_broker_restarted_still_arrives(
         # The first two went to the server before its restart, which kept nothing.
         assert len(before) == 2
         assert message_ids(server) == [after]
+
+
+def test_an_admission_goes_ahead_only_alone_in_its_process_and_with_a_slot_free() -> (
+    None
+):
+    guide = admission._WakeAheadGuide()
+    with guide.admission() as first, guide.admission() as second:
+        assert (first, second) == (True, False)
+    guide.slots_were_free = False
+    with guide.admission() as alone_but_busy:
+        assert not alone_but_busy
+    guide.slots_were_free = True
+    with guide.admission() as alone_again:
+        assert alone_again
+
+
+def test_with_every_slot_busy_the_next_admission_commits_first(
+    warm_publisher: Scheduler, broker: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that finds every slot busy gets no wake-up, and the next admission does
+    not keep its locks open for one; once a task finds a slot free, the next one
+    goes ahead again."""
+    held = [
+        hold_slot(warm_publisher, f"holder {n}")
+        for n in range(warm_publisher.num_workers)
+    ]
+    sent_ahead: list[str] = []
+    send_ahead = wakeup_publisher.WakeUpPublisher.send_ahead
+
+    def watched(self: wakeup_publisher.WakeUpPublisher, uuid: str) -> Any:
+        sent_ahead.append(uuid)
+        return send_ahead(self, uuid)
+
+    monkeypatch.setattr(wakeup_publisher.WakeUpPublisher, "send_ahead", watched)
+    broker.flushall()
+    for n in range(2):
+        warm_publisher.add_task(task_request(id=f"finds every slot busy {n}"))
+    assert sent_ahead == [] and message_ids(broker) == []
+
+    for claim in held:
+        leases.finish(
+            claim,
+            leases.Outcome(Status.DONE, result=b"ok"),
+            take_next=False,
+            worker="test",
+            lease_seconds=60,
+        )
+    broker.flushall()
+    finds_a_slot_free = warm_publisher.add_task(task_request(id="a slot is free"))
+    goes_ahead = warm_publisher.add_task(task_request(id="and goes ahead"))
+    assert sent_ahead == [goes_ahead]
+    assert message_ids(broker) == [finds_a_slot_free, goes_ahead]
