@@ -173,7 +173,7 @@ def paced(
         pause = begin + index * interval - time.monotonic()
         if pause > 0:
             time.sleep(pause)
-        else:
+        elif index:  # the first one's time is now, so it is never late
             late += 1
         at = time.time()
         handle = submit(0, request(0, tag, index))
