@@ -26,7 +26,7 @@ from django.db.models import Count, Subquery
 from django.db.models.functions import Now
 
 from . import sql
-from .dispatch import WakeUpAhead, publish_on_commit
+from .dispatch import WakeUpAhead, can_wake_ahead, publish_on_commit
 from .errors import (
     EmptyRequest,
     QueueFull,
@@ -253,8 +253,10 @@ def _admit_in_one_call(
         with _wake_ahead.admission() as ahead:
             if (
                 ahead
-                and len(request) <= sql.INLINE_BYTES
+                and len(request) <= sql.BEFORE_COMMIT_MAX_BYTES
+                and connections[using].get_autocommit()
                 and not connections[using].in_atomic_block
+                and can_wake_ahead()
             ):
                 outcome, task_uuid, task_status, wake = _admit_waking_ahead(
                     uuid, request, digest, policy, using

@@ -110,13 +110,14 @@ class WakeUpAhead:
         """Wake a worker for ``uuid``: now if possible, else on the way out."""
         from . import wakeup_publisher
 
+        # Nothing here may fail the admission, whose transaction is open: a wake-up
+        # that cannot go now goes after the commit.
         self._uuid = uuid
-        self._publisher = wakeup_publisher.built_for_this_process()
-        if self._publisher is None:
-            return
         try:
-            self._sent_on = self._publisher.send_ahead(uuid)
-        except Exception:  # dropped: sent again on the way out
+            self._publisher = wakeup_publisher.built_for_this_process()
+            if self._publisher is not None:
+                self._sent_on = self._publisher.send_ahead(uuid)
+        except Exception:
             self._sent_on = None
 
     def __exit__(self, exc_type: object, *exc_info: object) -> None:
@@ -126,6 +127,7 @@ class WakeUpAhead:
         # An exception here is the admission's (its commit, say): its task may not
         # exist, so nothing more is sent for it; an LPUSH already written is read back.
         admitted = exc_type is None
+        kept = publisher is not None and connection is not None
         try:
             if publisher is not None and connection is not None:
                 publisher.confirm(connection)
@@ -135,12 +137,28 @@ class WakeUpAhead:
                 publish([uuid])
             else:
                 publisher.confirm(publisher.send_on_a_new_connection(uuid))
-        except RedisConnectionError:
-            if admitted:
-                publish([uuid])  # connects again, and reports a failure
+        except RedisConnectionError as exc:
+            # A kept connection the server had dropped (a restarted Redis) took the
+            # LPUSH without a word: the pool connects again. A new connection that
+            # failed has already waited its timeout; the reconciler is next.
+            if admitted and kept:
+                publish([uuid])
+            elif admitted:
+                _not_confirmed(uuid, exc)
         except Exception as exc:
             if admitted:
                 _not_confirmed(uuid, exc)
+
+
+def can_wake_ahead() -> bool:
+    """Whether this process can send a wake-up before its admission commits: on a
+    Redis broker, once its publisher is built (by the process's first wake-up)."""
+    from . import wakeup_publisher
+
+    try:
+        return wakeup_publisher.built_for_this_process() is not None
+    except Exception:  # settings half-built at start: the plain path is always right
+        return False
 
 
 def publish_on_commit(uuids: list[str], using: str = "default") -> None:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import psycopg
 from django.db import connections, transaction
+from psycopg.pq import TransactionStatus
 
 INLINE_BYTES = 4 * 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
@@ -40,8 +41,11 @@ def is_postgresql(using: str = "default") -> bool:
 
 
 @contextmanager
-def _cursor(using: str) -> Iterator[psycopg.Cursor[Any]]:
-    """A server-binding cursor on ``using``'s Django connection.
+def _cursor(
+    using: str, cursor_class: type[psycopg.Cursor[Any]] = psycopg.Cursor
+) -> Iterator[psycopg.Cursor[Any]]:
+    """A server-binding cursor (or one of ``cursor_class``) on ``using``'s Django
+    connection.
 
     As Django's own cursors do, a connection that failed its health check
     (``CONN_HEALTH_CHECKS``: the server restarted, the link dropped) is replaced first,
@@ -56,7 +60,7 @@ def _cursor(using: str) -> Iterator[psycopg.Cursor[Any]]:
     connection.ensure_connection()
     with (
         connection.wrap_database_errors,
-        psycopg.Cursor(connection.connection) as cursor,
+        cursor_class(connection.connection) as cursor,
     ):
         yield cursor
 
@@ -72,6 +76,18 @@ def fetch(using: str, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ..
         return cursor.fetchall() if cursor.description is not None else []
 
 
+# The largest request ``fetch_before_commit`` takes: its parameters travel inside the
+# SQL text, bytes as hex, twice their size.
+BEFORE_COMMIT_MAX_BYTES = 64 * 1024
+
+# How long a session may sit in a transaction of ``fetch_before_commit`` between its
+# statement and its commit. The gap is the caller's own code (a write to Redis), well
+# under a millisecond; a process frozen in it (SIGSTOP, a long pause) holds the
+# statement's locks, which may be every replica's admission lock, until this ends its
+# session, instead of the connection's general limit (a third of the lease).
+BEFORE_COMMIT_IDLE_LIMIT = "1s"
+
+
 @contextmanager
 def fetch_before_commit(
     using: str, query: str, params: tuple[Any, ...]
@@ -81,28 +97,42 @@ def fetch_before_commit(
     For work that must follow the statement's answer but need not wait for its commit
     (which, with ``synchronous_commit``, waits for the disk): the statement's locks are
     held through the block, and what it wrote is visible to others only after it.
-    ``BEGIN`` goes out with the statement, in one round trip (psycopg's pipeline mode).
-    An exception from the statement or the block rolls the transaction back; one from
-    the commit comes after the block has run. Outside an ``atomic`` block only, whose
-    transaction this would end.
+
+    ``BEGIN``, the transaction's idle limit and the statement go out as one query
+    string, in one round trip, with the parameters bound on the client (keep them
+    small: ``BEFORE_COMMIT_MAX_BYTES``). Not in psycopg's pipeline mode, which would
+    save the quoting: the server then arms no idle-in-transaction timer at all after
+    the batch (seen here on PostgreSQL 15), so a client frozen before its commit would
+    hold its locks for as long as it stays frozen.
+
+    Whatever ends the block early (an exception, ``KeyboardInterrupt``), or a failed
+    commit, rolls the transaction back, so the connection is never left inside it.
+    Only on a connection in autocommit mode outside any ``atomic`` block, whose
+    transaction this would otherwise end.
     """
-    if connections[using].in_atomic_block:
-        raise RuntimeError("fetch_before_commit inside an atomic block")
-    with _cursor(using) as cursor:
+    connection = connections[using]
+    if connection.in_atomic_block or not connection.get_autocommit():
+        raise RuntimeError("fetch_before_commit inside a transaction")
+    with _cursor(using, psycopg.ClientCursor) as cursor:
         raw = cursor.connection
+        committed = False
         try:
-            with raw.pipeline():
-                raw.execute("BEGIN")
-                cursor.execute(query, params, binary=True)
+            cursor.execute(
+                "BEGIN; "
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, true); "
+                + query,
+                (BEFORE_COMMIT_IDLE_LIMIT, *params),
+            )
+            cursor.nextset()  # past BEGIN's result and set_config's
+            cursor.nextset()
             rows = cursor.fetchall() if cursor.description is not None else []
             yield rows
-        except BaseException:
-            with suppress(
-                psycopg.Error
-            ):  # a broken connection: the error above says so
-                raw.rollback()
-            raise
-        raw.commit()
+            raw.commit()
+            committed = True
+        finally:
+            if not committed and raw.info.transaction_status != TransactionStatus.IDLE:
+                with suppress(psycopg.Error):  # a broken connection: its error says so
+                    raw.rollback()
 
 
 @contextmanager

@@ -87,6 +87,11 @@ class WakeUpPublisher:
                 return None
             connection = self.idle.pop()
         try:
+            # An idle connection has nothing to read unless the server hung up (or
+            # raises for it): a restarted Redis, an idle timeout on the way.
+            if connection.can_read(timeout=0):
+                connection.disconnect()
+                return None
             connection.send_command(
                 "LPUSH", self.key, self.message(uuid), check_health=False
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import uuid as uuid_module
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ import psycopg
 import pytest
 from django.db import DatabaseError, connection, connections
 
-from tasks_app import admission, leases, wakeup_publisher
+from tasks_app import admission, leases, sql, wakeup_publisher
 from tasks_app.leases import Claim
 from tasks_app.models import Status, TaskRecord
 from tasks_app.scheduler import Scheduler
@@ -77,7 +78,8 @@ def claims_waiting_for_an_admission() -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity "
-            "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' "
+            "AND datname = current_database()"
         )
         return int(cursor.fetchone()[0])
 
@@ -166,7 +168,7 @@ def test_a_wake_up_for_an_admission_whose_commit_failed_runs_nothing(
         sent_on = send_ahead(self, uuid)
         pid = connections["default"].connection.info.backend_pid
         with psycopg.connect(live_database_url) as other:
-            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            other.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
         return sent_on
 
     monkeypatch.setattr(
@@ -231,18 +233,21 @@ def test_with_every_slot_busy_the_next_admission_commits_first(
         hold_slot(warm_publisher, f"holder {n}")
         for n in range(warm_publisher.num_workers)
     ]
-    sent_ahead: list[str] = []
-    send_ahead = wakeup_publisher.WakeUpPublisher.send_ahead
+    went_ahead: list[bytes] = []
+    fetch_before_commit = sql.fetch_before_commit
 
-    def watched(self: wakeup_publisher.WakeUpPublisher, uuid: str) -> Any:
-        sent_ahead.append(uuid)
-        return send_ahead(self, uuid)
+    def watched(using: str, query: str, params: tuple[Any, ...]) -> Any:
+        went_ahead.append(params[2])
+        return fetch_before_commit(using, query, params)
 
-    monkeypatch.setattr(wakeup_publisher.WakeUpPublisher, "send_ahead", watched)
+    monkeypatch.setattr(sql, "fetch_before_commit", watched)
     broker.flushall()
-    for n in range(2):
-        warm_publisher.add_task(task_request(id=f"finds every slot busy {n}"))
-    assert sent_ahead == [] and message_ids(broker) == []
+    busy = [task_request(id=f"finds every slot busy {n}") for n in range(3)]
+    for request in busy:
+        warm_publisher.add_task(request)
+    # The first still guessed from the task before it, which found a slot free.
+    assert went_ahead == busy[:1]
+    assert message_ids(broker) == []
 
     for claim in held:
         leases.finish(
@@ -253,7 +258,67 @@ def test_with_every_slot_busy_the_next_admission_commits_first(
             lease_seconds=60,
         )
     broker.flushall()
-    finds_a_slot_free = warm_publisher.add_task(task_request(id="a slot is free"))
-    goes_ahead = warm_publisher.add_task(task_request(id="and goes ahead"))
-    assert sent_ahead == [goes_ahead]
-    assert message_ids(broker) == [finds_a_slot_free, goes_ahead]
+    finds_a_slot_free = task_request(id="a slot is free")
+    goes_ahead = task_request(id="and goes ahead")
+    woken = [warm_publisher.add_task(finds_a_slot_free)]
+    woken.append(warm_publisher.add_task(goes_ahead))
+    assert went_ahead == [*busy[:1], goes_ahead]
+    assert message_ids(broker) == woken
+
+
+def test_an_admission_interrupted_before_its_commit_leaves_nothing_behind(
+    warm_publisher: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever ends the admission between its statement and its commit rolls it
+    back: the connection is out of the transaction, and the next admission sticks."""
+
+    def interrupted(self: wakeup_publisher.WakeUpPublisher, uuid: str) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(wakeup_publisher.WakeUpPublisher, "send_ahead", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        warm_publisher.add_task(task_request(id="interrupted"))
+    monkeypatch.undo()
+
+    raw = connections["default"].connection
+    assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert not TaskRecord.objects.filter(request_size=len(b'{"id": "interrupted"}'))
+    uuid = warm_publisher.add_task(task_request(id="interrupted"))
+    connection.close()  # what follows reads on a connection of its own
+    assert TaskRecord.objects.get(uuid=uuid).status == Status.QUEUED
+
+
+def test_a_process_frozen_before_its_commit_holds_the_admission_lock_a_second(
+    warm_publisher: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other admissions wait for the frozen one's session to be ended, not for the
+    connection's general limit; the frozen caller gets an error, not a UUID."""
+    frozen_seconds = 4.0
+
+    def frozen(self: wakeup_publisher.WakeUpPublisher, uuid: str) -> Any:
+        time.sleep(frozen_seconds)  # holding the admission lock, as SIGSTOP would
+        return None
+
+    monkeypatch.setattr(wakeup_publisher.WakeUpPublisher, "send_ahead", frozen)
+    failures: list[BaseException] = []
+
+    def admit_and_freeze() -> None:
+        try:
+            warm_publisher.add_task(task_request(id="frozen"))
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    freezing = threading.Thread(target=admit_and_freeze)
+    freezing.start()
+    time.sleep(0.3)  # the frozen one now holds the lock
+    started = time.monotonic()
+    other = warm_publisher.add_task(task_request(id="behind the frozen one"))
+    waited = time.monotonic() - started
+    freezing.join(frozen_seconds + 10)
+
+    assert waited < frozen_seconds - 1.5, (waited, failures)
+    assert len(failures) == 1 and isinstance(failures[0], DatabaseError)
+    assert not TaskRecord.objects.filter(request_size=len(b'{"id": "frozen"}'))
+    assert TaskRecord.objects.filter(uuid=other).exists()

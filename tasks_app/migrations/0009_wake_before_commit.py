@@ -50,7 +50,8 @@ def _function(source: str, name: str) -> str:
 
 
 def _with(function: str, anchor: str, lines: str) -> str:
-    assert function.count(anchor) == 1, anchor
+    if function.count(anchor) != 1:
+        raise RuntimeError(f"0009: {anchor!r} is not once in the function it extends")
     return function.replace(anchor, "\n" + lines.strip("\n") + "\n" + anchor, 1)
 
 
