@@ -39,6 +39,15 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture
+def broker(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session's Redis, running (a test before may have stopped it) and empty."""
+    if not redis_server.ping():
+        redis_server.start()
+    redis_server.flushall()
+    yield redis_server
+
+
 @pytest.fixture(scope="session")
 def live_database_url(django_db_setup: None, django_db_blocker: object) -> str:
     """A URL of the test database, for the worker processes a test starts."""

@@ -36,14 +36,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def broker(redis_server: RedisServer) -> Iterator[RedisServer]:
-    if not redis_server.ping():
-        redis_server.start()
-    redis_server.flushall()
-    yield redis_server
-
-
-@pytest.fixture
 def open_admission(live_database_url: str) -> Iterator[tuple[psycopg.Connection, str]]:
     """An admission whose statement has run and whose commit has not, as a web
     process holds one while its wake-up is on its way."""

@@ -8,7 +8,6 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,14 +35,6 @@ def use_broker(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     # Celery reads the variable before its own setting.
     monkeypatch.setenv("CELERY_BROKER_URL", url)
     monkeypatch.setattr(app.conf, "broker_url", url)
-
-
-@pytest.fixture
-def broker(redis_server: RedisServer) -> Iterator[RedisServer]:
-    if not redis_server.ping():
-        redis_server.start()
-    redis_server.flushall()
-    yield redis_server
 
 
 def test_a_wake_up_is_the_message_send_task_sends(broker: RedisServer) -> None:
