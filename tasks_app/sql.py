@@ -127,7 +127,12 @@ def fetch_before_commit(
             cursor.nextset()
             rows = cursor.fetchall() if cursor.description is not None else []
             yield rows
-            raw.commit()
+            try:
+                raw.commit()
+            except psycopg.errors.IdleInTransactionSessionTimeout as exc:
+                # The server ended the session at the limit above: to the caller, a
+                # lost connection (gRPC's UNAVAILABLE), not an internal error.
+                raise psycopg.OperationalError(str(exc).strip()) from exc
             committed = True
         finally:
             if not committed and raw.info.transaction_status != TransactionStatus.IDLE:

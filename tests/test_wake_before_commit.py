@@ -16,9 +16,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, OperationalError, connection, connections
 
 from tasks_app import admission, leases, sql, wakeup_publisher
+from tasks_app.grpc_api.status import failure_of
 from tasks_app.leases import Claim
 from tasks_app.models import Status, TaskRecord
 from tasks_app.scheduler import Scheduler
@@ -311,6 +312,8 @@ def test_a_process_frozen_before_its_commit_holds_the_admission_lock_a_second(
     freezing.join(frozen_seconds + 10)
 
     assert waited < frozen_seconds - 1.5, (waited, failures)
-    assert len(failures) == 1 and isinstance(failures[0], DatabaseError)
+    # Told as a lost connection, which gRPC answers UNAVAILABLE with a retry-after.
+    assert len(failures) == 1 and isinstance(failures[0], OperationalError)
+    assert failure_of(failures[0]).code == "unavailable"
     assert not TaskRecord.objects.filter(request_size=len(b'{"id": "frozen"}'))
     assert TaskRecord.objects.filter(uuid=other).exists()
