@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Subquery
 from django.db.models.functions import Now
 
@@ -253,9 +253,7 @@ def _admit_in_one_call(
         with _wake_ahead.admission() as ahead:
             if (
                 ahead
-                and len(request) <= sql.BEFORE_COMMIT_MAX_BYTES
-                and connections[using].get_autocommit()
-                and not connections[using].in_atomic_block
+                and sql.can_fetch_before_commit(using, len(request))
                 and can_wake_ahead()
             ):
                 outcome, task_uuid, task_status, wake = _admit_waking_ahead(

@@ -127,7 +127,6 @@ class WakeUpAhead:
         # An exception here is the admission's (its commit, say): its task may not
         # exist, so nothing more is sent for it; an LPUSH already written is read back.
         admitted = exc_type is None
-        kept = publisher is not None and connection is not None
         try:
             if publisher is not None and connection is not None:
                 publisher.confirm(connection)
@@ -141,7 +140,7 @@ class WakeUpAhead:
             # A kept connection the server had dropped (a restarted Redis) took the
             # LPUSH without a word: the pool connects again. A new connection that
             # failed has already waited its timeout; the reconciler is next.
-            if admitted and kept:
+            if admitted and connection is not None:  # sent on a kept connection
                 publish([uuid])
             elif admitted:
                 _not_confirmed(uuid, exc)

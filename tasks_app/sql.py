@@ -88,6 +88,17 @@ BEFORE_COMMIT_MAX_BYTES = 64 * 1024
 BEFORE_COMMIT_IDLE_LIMIT = "1s"
 
 
+def can_fetch_before_commit(using: str, request_bytes: int) -> bool:
+    """Whether ``fetch_before_commit`` takes a statement carrying ``request_bytes`` of
+    bytes on ``using`` now: small enough, and no transaction open that it would end."""
+    connection = connections[using]
+    return (
+        request_bytes <= BEFORE_COMMIT_MAX_BYTES
+        and connection.get_autocommit()
+        and not connection.in_atomic_block
+    )
+
+
 @contextmanager
 def fetch_before_commit(
     using: str, query: str, params: tuple[Any, ...]
@@ -110,8 +121,7 @@ def fetch_before_commit(
     Only on a connection in autocommit mode outside any ``atomic`` block, whose
     transaction this would otherwise end.
     """
-    connection = connections[using]
-    if connection.in_atomic_block or not connection.get_autocommit():
+    if not can_fetch_before_commit(using, 0):
         raise RuntimeError("fetch_before_commit inside a transaction")
     with _cursor(using, psycopg.ClientCursor) as cursor:
         raw = cursor.connection

@@ -51,7 +51,10 @@ def open_admission(live_database_url: str) -> Iterator[tuple[psycopg.Connection,
         yield admitting, uuid
 
 
-def claim_in_a_thread(uuid: str) -> tuple[threading.Thread, list[Claim | None]]:
+def claim_waiting_for_the_admission(
+    uuid: str,
+) -> tuple[threading.Thread, list[Claim | None]]:
+    """A claim woken for ``uuid`` in a thread of its own, once it waits on the lock."""
     claims: list[Claim | None] = []
 
     def claim() -> None:
@@ -64,6 +67,7 @@ def claim_in_a_thread(uuid: str) -> tuple[threading.Thread, list[Claim | None]]:
 
     thread = threading.Thread(target=claim)
     thread.start()
+    wait_until(lambda: claims_waiting_for_an_admission() == 1, 10)
     return thread, claims
 
 
@@ -81,8 +85,7 @@ def test_a_claim_woken_before_the_admission_commits_waits_and_takes_the_task(
     open_admission: tuple[psycopg.Connection, str],
 ) -> None:
     admitting, uuid = open_admission
-    thread, claims = claim_in_a_thread(uuid)
-    wait_until(lambda: claims_waiting_for_an_admission() == 1, 10)
+    thread, claims = claim_waiting_for_the_admission(uuid)
     assert claims == []
 
     admitting.commit()
@@ -97,8 +100,7 @@ def test_a_claim_woken_for_an_admission_that_rolls_back_takes_nothing(
     open_admission: tuple[psycopg.Connection, str],
 ) -> None:
     admitting, uuid = open_admission
-    thread, claims = claim_in_a_thread(uuid)
-    wait_until(lambda: claims_waiting_for_an_admission() == 1, 10)
+    thread, claims = claim_waiting_for_the_admission(uuid)
 
     admitting.rollback()
     thread.join(10)
